@@ -1,0 +1,178 @@
+"""Command line: `python -m pcam <command> ...`.
+
+Each command is a thin wrapper over a package function; the notebooks call the
+same functions. A `PCamError` is printed as one line without a traceback and
+the exit status is 2. Heavy imports (TensorFlow) happen inside the commands so
+that `--help` is instant.
+"""
+
+import argparse
+import sys
+
+from pcam.errors import PCamError
+from pcam.spec import SPLITS
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _add_data_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir", help="PCam data folder (default: $PCAM_DATA_DIR or data/)"
+    )
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from pcam.download import download
+
+    download(args.data_dir, splits=args.splits)
+    return 0
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    from pcam.check import check_data_dir, format_check_table
+
+    rows = check_data_dir(args.data_dir, verify_md5=args.md5)
+    print(format_check_table(rows))
+    return 0 if rows and all(row["ok"] for row in rows) else 1
+
+
+def _cmd_synthetic(args: argparse.Namespace) -> int:
+    from pcam.synthetic import write_synthetic
+
+    sizes = {"train": args.train, "valid": args.valid, "test": args.test}
+    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed)
+    return 0
+
+
+def _cmd_import_images(args: argparse.Namespace) -> int:
+    from pcam.import_images import import_images
+
+    import_images(
+        args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed
+    )
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from pcam.config import TrainConfig
+    from pcam.training import run_training
+
+    given = {
+        key: value
+        for key, value in vars(args).items()
+        if key not in ("command", "func") and value is not None
+    }
+    config = TrainConfig.from_dict(given)
+    run_training(config)
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from pcam.evaluate import evaluate_run
+
+    evaluate_run(args.run, data_dir=args.data_dir, splits=args.split, tta=args.tta)
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from pcam.report import build_report
+
+    build_report(results=args.results, readme=args.readme, images=args.images)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pcam", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("download", help="download, verify and unpack PCam (about 8 GB)")
+    _add_data_dir(p)
+    p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
+    p.set_defaults(func=_cmd_download)
+
+    p = commands.add_parser("check", help="check every split in a data folder and print a table")
+    _add_data_dir(p)
+    p.add_argument("--md5", action="store_true", help="also verify MD5 checksums (slow for train)")
+    p.set_defaults(func=_cmd_check)
+
+    p = commands.add_parser("synthetic", help="write synthetic PCam-layout files (no download)")
+    _add_data_dir(p)
+    p.add_argument("--train", type=_non_negative_int, default=4096)
+    p.add_argument("--valid", type=_non_negative_int, default=1024)
+    p.add_argument("--test", type=_non_negative_int, default=1024)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_cmd_synthetic)
+
+    p = commands.add_parser(
+        "import-images", help="convert SRC/{0,1}/*, SRC/<split>/{0,1}/* or a Kaggle folder"
+    )
+    p.add_argument("src", help="folder of images")
+    _add_data_dir(p)
+    p.add_argument("--split", choices=SPLITS, help="split name when SRC holds one split")
+    p.add_argument(
+        "--holdout",
+        type=_non_negative_int,
+        default=0,
+        help="hold out this many train patches (stratified) as valid; SRC's valid becomes test",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out draw")
+    p.set_defaults(func=_cmd_import_images)
+
+    p = commands.add_parser("train", help="train a model and write results/RUN/")
+    p.add_argument("--model", required=True, help="mobilenet, resnet50, ...")
+    _add_data_dir(p)
+    p.add_argument("--run", help="run name (folder under results/)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--head-epochs", type=int, dest="head_epochs")
+    p.add_argument("--batch-size", type=int, dest="batch_size")
+    p.add_argument("--max-samples", type=int, dest="max_samples")
+    p.add_argument("--max-eval-samples", type=int, dest="max_eval_samples")
+    p.add_argument("--alpha", type=float)
+    p.add_argument("--weights", help="imagenet, none, or a path to a weights file")
+    p.add_argument("--learning-rate", type=float, dest="learning_rate")
+    p.add_argument("--finetune-learning-rate", type=float, dest="finetune_learning_rate")
+    p.add_argument("--augment", help="comma-separated: dihedral,shift,hed,brightness_contrast or none")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--deterministic", action="store_true", default=None)
+    p.add_argument("--strategy", help="auto, none, mirrored or multiworker")
+    p.add_argument("--precision", help="float32, mixed_float16 or mixed_bfloat16")
+    p.set_defaults(func=_cmd_train)
+
+    p = commands.add_parser("evaluate", help="evaluate a run's best checkpoint, update its record")
+    p.add_argument("--run", required=True, help="results/NAME or NAME")
+    _add_data_dir(p)
+    p.add_argument("--split", nargs="+", choices=SPLITS, default=["valid", "test"])
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
+                   help="also evaluate with 8-fold dihedral test-time augmentation")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = commands.add_parser("report", help="rebuild images/ and the README table from results/")
+    p.add_argument("--results", help="records folder (default: results/)")
+    p.add_argument("--readme", help="README to update (default: README.md)")
+    p.add_argument("--images", help="figures folder (default: images/)")
+    p.set_defaults(func=_cmd_report)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PCamError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130

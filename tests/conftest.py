@@ -1,0 +1,19 @@
+"""Shared fixtures: tiny PCam-layout data made on the fly, and ../shared when present."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """`../shared` beside the repository; the test is skipped when it is absent."""
+    if not (SHARED / "PCAM.md").exists():
+        pytest.skip("../shared is absent (a fresh clone has no shared data)")
+    return SHARED
