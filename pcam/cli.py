@@ -93,6 +93,36 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parameter(text: str) -> tuple[str, object]:
+    import ast
+
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value  # a bare string, e.g. WEIGHTS=imagenet
+
+
+def _cmd_notebooks(args: argparse.Namespace) -> int:
+    from pcam.notebooks import run_notebooks
+
+    overrides = dict(args.parameter)
+    if args.data_dir:
+        overrides["DATA_DIR"] = args.data_dir
+    run_notebooks(args.preset, out_dir=args.out, models=tuple(args.models), overrides=overrides,
+                  log_output=args.log_output)
+    return 0
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from pcam.demo import run_demo
+
+    run_demo(data_dir=args.data_dir, out_dir=args.out, weights=args.weights)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pcam", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -163,6 +193,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--readme", help="README to update (default: README.md)")
     p.add_argument("--images", help="figures folder (default: images/)")
     p.set_defaults(func=_cmd_report)
+
+    p = commands.add_parser("notebooks", help="run both notebooks headless (papermill)")
+    p.add_argument("--preset", choices=("smoke", "demo", "full"), default="full")
+    _add_data_dir(p)
+    p.add_argument("--out", default="results", help="folder for executed notebooks and records")
+    p.add_argument("--models", nargs="+", default=["mobilenet", "resnet50"])
+    p.add_argument("-p", "--parameter", type=_parameter, action="append", default=[],
+                   metavar="NAME=VALUE", help="override a notebook parameter (repeatable)")
+    p.add_argument("--log-output", action="store_true", help="stream cell outputs")
+    p.set_defaults(func=_cmd_notebooks)
+
+    p = commands.add_parser("demo", help="synthetic data + both notebooks + report (README command 1)")
+    p.add_argument("--data-dir", default="data/synthetic")
+    p.add_argument("--out", default="results/demo")
+    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    p.set_defaults(func=_cmd_demo)
     return parser
 
 

@@ -1,0 +1,117 @@
+"""Run the two notebooks headless with papermill, with named presets.
+
+The notebooks' `parameters` cell holds the defaults; a preset overrides some of
+them (`smoke` for CI, `demo` for README command 1, `full` for real PCam), and
+the caller may override any further. papermill rejects nothing by itself, so
+unknown names are checked here against the notebook's parameters cell.
+"""
+
+import ast
+import json
+from pathlib import Path
+from typing import Any
+
+from pcam.errors import PCamError
+from pcam.paths import PROJ_ROOT
+
+NOTEBOOKS = {
+    "mobilenet": PROJ_ROOT / "notebooks" / "01_mobilenet_transfer.ipynb",
+    "resnet50": PROJ_ROOT / "notebooks" / "02_resnet50_from_scratch.ipynb",
+}
+
+# Per preset: settings shared by both notebooks, then per-notebook ones.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # CI: tiny data, one short epoch per phase; checks that every cell runs.
+    "smoke": {
+        "both": {"MAX_SAMPLES": 64, "MAX_EVAL_SAMPLES": 64, "BATCH_SIZE": 16, "TTA": True},
+        "mobilenet": {"RUN": "mobilenet-smoke", "EPOCHS": 2, "HEAD_EPOCHS": 1, "ALPHA": 0.25},
+        "resnet50": {"RUN": "resnet50-smoke", "EPOCHS": 1, "COMPARE_WITH": "mobilenet-smoke"},
+    },
+    # README command 1: synthetic data, a few minutes on a 2-core CPU.
+    "demo": {
+        "both": {"MAX_EVAL_SAMPLES": 512, "BATCH_SIZE": 32, "TTA": True},
+        "mobilenet": {"RUN": "mobilenet-demo", "EPOCHS": 4, "HEAD_EPOCHS": 2, "ALPHA": 0.5,
+                      "MAX_SAMPLES": 2048},
+        "resnet50": {"RUN": "resnet50-demo", "EPOCHS": 2, "MAX_SAMPLES": 512,
+                     "COMPARE_WITH": "mobilenet-demo"},
+    },
+    # Full PCam on a GPU: the notebooks' own defaults are the full settings.
+    "full": {
+        "both": {"PUBLISHED": True},
+        "mobilenet": {"RUN": "mobilenet-full"},
+        "resnet50": {"RUN": "resnet50-full", "COMPARE_WITH": "mobilenet-full"},
+    },
+}
+
+
+def notebook_parameters(path: Path) -> dict[str, Any]:
+    """The names and default values assigned in the cell tagged `parameters`."""
+    cells = json.loads(Path(path).read_text())["cells"]
+    for cell in cells:
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            tree = ast.parse("".join(cell["source"]))
+            return {
+                node.targets[0].id: ast.literal_eval(node.value)
+                for node in tree.body
+                if isinstance(node, ast.Assign) and isinstance(node.targets[0], ast.Name)
+            }
+    raise PCamError(f"{path} has no cell tagged 'parameters'")
+
+
+def run_notebooks(
+    preset: str = "demo",
+    *,
+    out_dir: str | Path,
+    models: tuple[str, ...] = ("mobilenet", "resnet50"),
+    overrides: dict[str, Any] | None = None,
+    log_output: bool = False,
+) -> list[Path]:
+    """Execute the notebooks top to bottom and write executed copies to `out_dir`.
+
+    Args:
+        preset: "smoke", "demo" or "full" (see `PRESETS`).
+        out_dir: folder for the executed notebooks; it also becomes the
+            notebooks' `RESULTS_DIR` unless `overrides` says otherwise.
+        models: which notebooks to run, in order (`NOTEBOOKS` keys).
+        overrides: parameter values applied last, to every notebook that has
+            that parameter (e.g. `{"DATA_DIR": "data"}`).
+        log_output: stream cell outputs to the terminal.
+
+    Returns:
+        Paths of the executed notebooks.
+    """
+    import papermill
+
+    if preset not in PRESETS:
+        raise PCamError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    overrides = {"RESULTS_DIR": str(out_dir), **(overrides or {})}
+    written = []
+    for model in models:
+        if model not in NOTEBOOKS:
+            raise PCamError(f"unknown notebook {model!r}: use one of {', '.join(NOTEBOOKS)}")
+        source = NOTEBOOKS[model]
+        known = notebook_parameters(source)
+        settings = {**PRESETS[preset]["both"], **PRESETS[preset].get(model, {})}
+        unknown = sorted(set(overrides) - set(known) - {"RESULTS_DIR"})
+        if unknown:
+            raise PCamError(
+                f"unknown notebook parameter(s) {', '.join(unknown)}; "
+                f"{source.name} takes {', '.join(known)}"
+            )
+        settings.update(overrides)
+        parameters = {k: v for k, v in settings.items() if k in known}
+        target = out_dir / source.name
+        print(f"running {source.name} ({preset}) -> {target}", flush=True)
+        papermill.execute_notebook(
+            str(source),
+            str(target),
+            parameters=parameters,
+            kernel_name="python3",
+            cwd=str(source.parent),
+            progress_bar=False,
+            log_output=log_output,
+        )
+        written.append(target)
+    return written
