@@ -1,0 +1,245 @@
+"""Model builders: a small registry of `keras.applications` backbones.
+
+Every model takes raw uint8 patches (96x96x3); the backbone's preprocessing is
+a layer inside the model, so a saved checkpoint needs no outside code. Layer
+names are fixed because Grad-CAM and the evaluation look them up:
+
+    image (uint8) -> "preprocess" -> "backbone" -> "pool"
+        -> "head_dropout_1" -> "head_dense_1" -> ... -> "head_dropout_{k+1}" -> "prediction"
+
+Reference:
+    - [Transfer learning & fine-tuning](https://keras.io/guides/transfer_learning/)
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import keras
+
+from pcam.errors import PCamError
+
+PHASES = ("head", "finetune", "scratch")
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """One registry entry.
+
+    Args:
+        constructor: `keras.applications` function (called with `include_top=False`).
+        preprocessing: factory of the layer that maps uint8 [0, 255] to the
+            backbone's expected input; it becomes the layer named "preprocess".
+        preprocessing_note: the preprocessing in words, for records and docs.
+        recipe: "transfer" (head on frozen base, then fine-tune) or "scratch".
+        finetune_layers: default number of top base layers unfrozen in phase 2.
+        alphas: width multipliers offered; None when the backbone has none.
+    """
+
+    constructor: Callable[..., keras.Model]
+    preprocessing: Callable[[], keras.layers.Layer]
+    preprocessing_note: str
+    recipe: str
+    finetune_layers: int = 0
+    alphas: tuple[float, ...] | None = None
+
+
+def _minus_one_to_one() -> keras.layers.Layer:
+    # Same as keras.applications.mobilenet.preprocess_input: x / 127.5 - 1.
+    return keras.layers.Rescaling(1 / 127.5, offset=-1.0, name="preprocess")
+
+
+def _zero_to_one() -> keras.layers.Layer:
+    return keras.layers.Rescaling(1 / 255, name="preprocess")
+
+
+BACKBONES: dict[str, Backbone] = {
+    "mobilenet": Backbone(
+        keras.applications.MobileNet,
+        _minus_one_to_one,
+        "x / 127.5 - 1 (keras.applications.mobilenet.preprocess_input)",
+        recipe="transfer",
+        finetune_layers=24,  # the last 4 depthwise-separable blocks
+        alphas=(0.25, 0.5, 0.75, 1.0),
+    ),
+    # From scratch any consistent scaling works; [0, 1] is the simplest. ImageNet
+    # ResNet50 weights would need caffe-style BGR mean subtraction instead, so
+    # "imagenet" is refused for this entry rather than silently mismatched.
+    "resnet50": Backbone(
+        keras.applications.ResNet50,
+        _zero_to_one,
+        "x / 255 (scaling to [0, 1]; from scratch, not caffe-style)",
+        recipe="scratch",
+    ),
+    "mobilenet_v2": Backbone(
+        keras.applications.MobileNetV2,
+        _minus_one_to_one,
+        "x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)",
+        recipe="transfer",
+        finetune_layers=27,  # the last 3 inverted-residual blocks
+        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    ),
+}
+
+
+def get_backbone(name: str) -> Backbone:
+    """The registry entry `name`; `PCamError` listing the choices otherwise."""
+    if name not in BACKBONES:
+        raise PCamError(f"unknown model {name!r}; use one of {', '.join(BACKBONES)}")
+    return BACKBONES[name]
+
+
+def default_weights(name: str) -> str | None:
+    """"imagenet" for transfer backbones, None for those trained from scratch."""
+    return "imagenet" if get_backbone(name).recipe == "transfer" else None
+
+
+def build_model(
+    name: str = "mobilenet",
+    *,
+    alpha: float = 1.0,
+    weights: str | None = "imagenet",
+    head_units: tuple[int, ...] = (128,),
+    dropout: float = 0.5,
+    input_shape: tuple[int, int, int] = (96, 96, 3),
+) -> keras.Model:
+    """Build a binary classifier on a registry backbone, not compiled.
+
+    Args:
+        name: key of `BACKBONES` ("mobilenet", "resnet50", "mobilenet_v2").
+        alpha: width multiplier, one of the backbone's `alphas` (1.0 when it has none).
+        weights: "imagenet" (downloaded by Keras; needs internet), None (random
+            initialisation) or a path to a weights file in Keras applications layout.
+        head_units: sizes of the dense ReLU layers between pooling and the sigmoid.
+        dropout: dropout rate before each dense layer, in [0, 1).
+        input_shape: patch shape; the input dtype is always uint8.
+
+    Returns:
+        A `keras.Model` with one sigmoid output of shape (None, 1), float32.
+    """
+    backbone = get_backbone(name)
+    kwargs = _constructor_kwargs(name, backbone, alpha, weights, input_shape)
+    base = _make_base(name, backbone, kwargs, weights)
+    base.trainable = backbone.recipe == "scratch"
+
+    inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
+    x = backbone.preprocessing()(inputs)
+    # training=False keeps a transferred base's BatchNorm in inference mode, even
+    # once it is unfrozen for fine-tuning (Keras transfer-learning guide).
+    x = base(x, training=False) if backbone.recipe == "transfer" else base(x)
+    x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
+    for i, units in enumerate(head_units, start=1):
+        x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)
+        x = keras.layers.Dense(units, activation="relu", name=f"head_dense_{i}")(x)
+    x = keras.layers.Dropout(dropout, name=f"head_dropout_{len(head_units) + 1}")(x)
+    outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="prediction")(x)
+    return keras.Model(inputs, outputs, name=f"pcam_{name}")
+
+
+def set_phase(model: keras.Model, phase: str, *, finetune_layers: int | None = None) -> int:
+    """Set which weights train; compile the model again afterwards.
+
+    Args:
+        model: a model from `build_model`.
+        phase: "head" (backbone frozen), "finetune" (the top `finetune_layers`
+            layers of the backbone trainable, BatchNorm kept frozen) or
+            "scratch" (everything trainable).
+        finetune_layers: layers to unfreeze in "finetune"; None uses the
+            backbone's default from the registry.
+
+    Returns:
+        The number of trainable parameters after the change.
+    """
+    if phase not in PHASES:
+        raise ValueError(f"phase={phase!r}: use one of {', '.join(PHASES)}")
+    base = model.get_layer("backbone")
+    if finetune_layers is None:
+        finetune_layers = get_backbone(model.name.removeprefix("pcam_")).finetune_layers
+    cut = len(base.layers) - finetune_layers if phase == "finetune" else 0
+    base.trainable = phase != "head"
+    # Set every layer explicitly: Keras does not undo an earlier phase's per-layer flags.
+    for i, layer in enumerate(base.layers):
+        bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = phase == "scratch" or (phase == "finetune" and i >= cut and not bn)
+    return count_params(model.trainable_weights)
+
+
+def count_params(weights: list) -> int:
+    """Total number of values in a list of Keras variables."""
+    return int(sum(keras.ops.size(w) for w in weights))
+
+
+def _constructor_kwargs(name, backbone, alpha, weights, input_shape) -> dict:
+    kwargs = {"include_top": False, "input_shape": tuple(input_shape), "name": "backbone"}
+    if backbone.alphas is not None:
+        if float(alpha) not in backbone.alphas:
+            allowed = ", ".join(str(a) for a in backbone.alphas)
+            raise PCamError(f"alpha={alpha}: {name} offers alpha {allowed}")
+        kwargs["alpha"] = float(alpha)
+    elif alpha != 1.0:
+        raise PCamError(f"alpha={alpha}: {name} has no width multiplier; leave alpha at 1.0")
+    if weights == "imagenet" and backbone.recipe == "scratch":
+        raise PCamError(
+            f"{name} is trained from scratch here (its preprocessing does not match ImageNet "
+            f"weights); use --weights none (weights=None)"
+        )
+    if weights not in ("imagenet", None) and not Path(weights).is_file():
+        raise PCamError(
+            f"weights file {weights} does not exist; give a path to a file, "
+            f"'imagenet' (download) or 'none' (random initialisation)"
+        )
+    return kwargs
+
+
+def _make_base(name: str, backbone: Backbone, kwargs: dict, weights) -> keras.Model:
+    try:
+        return backbone.constructor(weights=weights, **kwargs)
+    except Exception as error:
+        if weights == "imagenet" and _is_download_failure(error):
+            raise PCamError(
+                f"could not download the ImageNet weights for {name} ({error}). Offline, "
+                f"pass a local file with --weights PATH (e.g. "
+                f"../shared/weights/imagenet-mobilenet-v1/mobilenet_v1_0.25_imagenet_no_top.h5 "
+                f"for --alpha 0.25; files exist for alpha 0.25, 0.5 and 0.75) or train "
+                f"from random weights with --weights none"
+            ) from error
+        if weights not in ("imagenet", None) and isinstance(error, ValueError):
+            raise PCamError(_mismatch_message(name, kwargs.get("alpha"), weights, error)) from error
+        raise
+
+
+def _is_download_failure(error: Exception) -> bool:
+    text = str(error)
+    return isinstance(error, OSError) or "URL fetch failure" in text or "download" in text.lower()
+
+
+def _mismatch_message(name: str, alpha: float | None, path: str, error: Exception) -> str:
+    message = f"weights file {path} does not fit {name}"
+    if alpha is not None:
+        file_alpha = _file_alpha(path)
+        if file_alpha is not None:
+            message += f": the file looks like alpha={file_alpha:g}, the model has alpha={alpha:g}"
+        else:
+            message += f" with alpha={alpha:g}"
+        message += "; pass the matching --alpha or the file made for this alpha"
+    else:
+        message += "; pass a weights file for this architecture or --weights none"
+    return f"{message} ({error})"
+
+
+def _file_alpha(path: str) -> float | None:
+    # MobileNet's first convolution has 32 * alpha filters.
+    try:
+        with h5py.File(path, "r") as f:
+            group = f["conv1"] if "conv1" in f else f["layers/conv1/vars"]
+            kernels = [d for d in _datasets(group) if len(d.shape) == 4]
+            return kernels[0].shape[-1] / 32 if kernels else None
+    except (OSError, KeyError):
+        return None
+
+
+def _datasets(group) -> list:
+    found = []
+    group.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+    return found

@@ -1,0 +1,123 @@
+"""Run records: `results/<run>/record.json`, always written atomically.
+
+A record is written to a temporary file in the same folder and renamed over
+the old one (`os.replace` is atomic on POSIX and Windows), so a crash or a full
+disk never leaves a half-written record: readers see the old or the new one.
+"""
+
+import json
+import math
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcam.errors import PCamError
+from pcam.paths import results_dir
+
+RECORD = "record.json"
+SCHEMA = 1
+
+
+def utc_now() -> str:
+    """The current time as ISO-8601 UTC, to the second."""
+    return datetime.now(UTC).replace(microsecond=0).isoformat()
+
+
+def run_path(run: str | os.PathLike, results: str | os.PathLike | None = None) -> Path:
+    """The folder of run `run`: a folder path as given, else `results/<run>`.
+
+    Args:
+        run: run name ("mobilenet-20250101T000000Z") or a folder ("results/NAME").
+        results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
+    """
+    given = Path(run).expanduser()
+    if (given / RECORD).is_file():
+        return given
+    return results_dir(results) / given.name
+
+
+def ensure_writable(folder: str | os.PathLike) -> Path:
+    """Create `folder` if needed and prove a file can be written there.
+
+    Raises:
+        PCamError: naming the folder, when it cannot be created or written
+            (permissions, read-only or full disk, a file in the way).
+    """
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
+            pass
+    except OSError as error:
+        raise PCamError(
+            f"cannot write to the results folder {folder} ({error.strerror or error}); "
+            f"free space or choose another folder with PCAM_RESULTS_DIR"
+        ) from error
+    return folder
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write `data` as JSON to `path` through a temporary file and a rename.
+
+    Args:
+        path: destination file; its folder must exist.
+        data: JSON-serialisable data; numpy scalars and arrays are converted,
+            NaN and infinities become null (strict JSON).
+
+    Returns:
+        `path`.
+    """
+    path = Path(path)
+    # Serialise first: a bad value then fails before any file is touched.
+    text = json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
+    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(temp, path)
+    except BaseException as error:
+        Path(temp).unlink(missing_ok=True)
+        if isinstance(error, OSError):
+            message = f"could not write {path} ({error}); the previous version is kept"
+            raise PCamError(message) from error
+        raise
+    return path
+
+
+def read_record(run: str | os.PathLike, results: str | os.PathLike | None = None) -> dict:
+    """The record of `run` (a name or a folder, see `run_path`)."""
+    path = run_path(run, results) / RECORD
+    if not path.is_file():
+        raise PCamError(f"no run record at {path}; train first with `python -m pcam train`")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise PCamError(f"{path} is not valid JSON ({error})") from error
+
+
+def write_record(folder: str | os.PathLike, record: dict) -> Path:
+    """Stamp `record["updated"]` and write it to `folder/record.json` atomically."""
+    record["updated"] = utc_now()
+    return write_json_atomic(Path(folder) / RECORD, record)
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return value.as_posix()
+    return value
