@@ -1,0 +1,207 @@
+"""Open PCam-layout HDF5 files and check them before anything reads them.
+
+A split is two files in the data folder, named as in `pcam.spec.SPEC`: `x`
+(N, 96, 96, 3) uint8 and `y` (N, 1, 1, 1) or (N,) with values in {0, 1}.
+`open_split` checks all of that from metadata plus the (small) labels and
+raises one `PCamError` naming the file and saying what to do. It never reads
+the images, so opening the 7 GB train file is instant.
+
+Reference: the same checks as kaiko-ai/eva's `PatchCamelyon` loader.
+"""
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from pcam.errors import PCamError
+from pcam.paths import data_dir as _resolve_data_dir
+from pcam.spec import DATASET_INFO, PATCH_SHAPE, SPEC, SPLITS, check_split_name
+
+OFFICIAL_INFO = {"source": "PCam, Zenodo record 2546921", "synthetic": False}
+_GET_DATA = (
+    "run `python -m pcam download --data-dir {dir}` for the real data, "
+    "or `python -m pcam synthetic --data-dir {dir}` for a synthetic stand-in"
+)
+
+
+@dataclass(frozen=True)
+class Split:
+    """A checked split: its name, the two files and the number of patches."""
+
+    name: str
+    x_path: Path
+    y_path: Path
+    length: int
+
+
+def open_split(data_dir: str | os.PathLike | None = None, split: str = "train") -> Split:
+    """Find and check one split of a PCam-layout data folder.
+
+    Args:
+        data_dir: the data folder; default `pcam.paths.data_dir()`
+            (`$PCAM_DATA_DIR` or `data/`).
+        split: one of "train", "valid", "test".
+
+    Returns:
+        A `Split`. Its labels have been read and checked; its images have not
+        been read (only the dataset's shape and dtype).
+
+    Raises:
+        PCamError: a file is missing, unreadable (truncated or not HDF5), has
+            no dataset under the expected key, the wrong shape or dtype, labels
+            outside {0, 1}, or x and y disagree on the number of patches.
+    """
+    check_split_name(split)
+    folder = _resolve_data_dir(data_dir)
+    x_path = folder / SPEC[split].x.name
+    y_path = folder / SPEC[split].y.name
+    missing = [p for p in (x_path, y_path) if not p.is_file()]
+    if missing:
+        names = " and ".join(p.name for p in missing)
+        raise PCamError(
+            f"split {split!r}: {names} not found in {folder}; "
+            + _GET_DATA.format(dir=folder)
+        )
+    n_x = _check_images(x_path, SPEC[split].x.key)
+    labels = _read_label_dataset(y_path, SPEC[split].y.key)
+    if len(labels) != n_x:
+        raise PCamError(
+            f"{x_path} holds {n_x} patches but {y_path} holds {len(labels)} labels: "
+            "the two files come from different splits or one is incomplete; "
+            "replace both (download or synthetic again)"
+        )
+    return Split(split, x_path, y_path, n_x)
+
+
+def available_splits(data_dir: str | os.PathLike | None = None) -> list[str]:
+    """Splits with at least one of their two files in `data_dir`, in SPLITS order.
+
+    Nothing is checked here; `open_split` says what is wrong with a split.
+    """
+    folder = _resolve_data_dir(data_dir)
+    return [
+        name
+        for name in SPLITS
+        if (folder / SPEC[name].x.name).exists() or (folder / SPEC[name].y.name).exists()
+    ]
+
+
+def read_labels(split: Split) -> np.ndarray:
+    """All labels of `split` as a uint8 array of shape (N,)."""
+    return _read_label_dataset(split.y_path, SPEC[split.name].y.key)
+
+
+def read_images(split: Split, start: int, stop: int) -> np.ndarray:
+    """Patches `start` to `stop` (exclusive) as uint8 (stop - start, 96, 96, 3).
+
+    Opens the file for each call; `pcam.pipeline` keeps one handle per
+    dataset instead.
+    """
+    if not 0 <= start <= stop <= split.length:
+        raise ValueError(
+            f"need 0 <= start <= stop <= {split.length}, got start={start}, stop={stop}"
+        )
+    with _open_h5(split.x_path) as f:
+        return read_block(f[SPEC[split.name].x.key], split.x_path, start, stop)
+
+
+def read_block(dataset: h5py.Dataset, path: Path, start: int, stop: int) -> np.ndarray:
+    """`dataset[start:stop]`, with a read error (corrupt chunk) as a `PCamError`."""
+    try:
+        return dataset[start:stop]
+    except OSError as error:
+        raise PCamError(
+            f"cannot read patches {start}:{stop} of {path} ({error}): the file is "
+            "corrupt; delete it and download or generate it again"
+        ) from None
+
+
+def read_dataset_info(data_dir: str | os.PathLike | None = None) -> dict:
+    """What the data folder holds: the content of its `dataset.json`.
+
+    Returns `{"source": "PCam, Zenodo record 2546921", "synthetic": False}`
+    when the file is absent (the official download has none).
+    """
+    path = _resolve_data_dir(data_dir) / DATASET_INFO
+    if not path.exists():
+        return dict(OFFICIAL_INFO)
+    try:
+        info = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PCamError(
+            f"cannot read {path} ({error}); fix or delete it (it is rewritten by "
+            "`python -m pcam synthetic` and `python -m pcam import-images`)"
+        ) from None
+    if not isinstance(info, dict):
+        raise PCamError(f"{path} must hold a JSON object, got {type(info).__name__}")
+    return info
+
+
+def _open_h5(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r")
+    except OSError as error:
+        # h5py reports truncation as "truncated file: eof = ..." and other
+        # damage as "file signature not found"; both mean: replace the file.
+        reason = str(error).split("(")[-1].rstrip(")") or str(error)
+        raise PCamError(
+            f"{path} is not a readable HDF5 file ({reason}): it is truncated or "
+            "corrupt, e.g. an interrupted download; delete it and download or "
+            "generate it again"
+        ) from None
+
+
+def _dataset(f: h5py.File, path: Path, key: str) -> h5py.Dataset:
+    item = f.get(key)
+    if not isinstance(item, h5py.Dataset):
+        found = ", ".join(sorted(f.keys())) or "nothing"
+        raise PCamError(
+            f"{path} has no dataset {key!r} (found: {found}); PCam files keep "
+            "images under 'x' and labels under 'y': check the file is the right "
+            "one or rewrite it with `python -m pcam import-images`"
+        )
+    return item
+
+
+def _check_images(path: Path, key: str) -> int:
+    with _open_h5(path) as f:
+        x = _dataset(f, path, key)
+        if x.ndim != 4 or x.shape[1:] != PATCH_SHAPE:
+            raise PCamError(
+                f"{path}: dataset {key!r} has shape {x.shape}, expected "
+                f"(N, {', '.join(map(str, PATCH_SHAPE))}): the file is not a "
+                "PCam image file; convert images with `python -m pcam import-images`"
+            )
+        if x.dtype != np.uint8:
+            raise PCamError(
+                f"{path}: dataset {key!r} has dtype {x.dtype}, expected uint8 "
+                "(0-255 RGB); rewrite it as uint8, e.g. with `python -m pcam import-images`"
+            )
+        return int(x.shape[0])
+
+
+def _read_label_dataset(path: Path, key: str) -> np.ndarray:
+    with _open_h5(path) as f:
+        y = _dataset(f, path, key)
+        if y.ndim == 0 or y.shape[1:] not in ((), (1, 1, 1)):
+            raise PCamError(
+                f"{path}: dataset {key!r} has shape {y.shape}, expected (N, 1, 1, 1) "
+                "or (N,): one label per patch"
+            )
+        if y.dtype.kind not in "biu":
+            raise PCamError(
+                f"{path}: dataset {key!r} has dtype {y.dtype}, expected integer "
+                "labels 0 or 1 (uint8)"
+            )
+        labels = read_block(y, path, 0, y.shape[0]).reshape(-1)
+    bad = labels[(labels != 0) & (labels != 1)]
+    if bad.size:
+        raise PCamError(
+            f"{path}: {bad.size} labels are not 0 or 1 (e.g. {bad[0]}); "
+            "PCam labels are 1 = tumour in the central 32x32, else 0; fix the labels"
+        )
+    return labels.astype(np.uint8)
