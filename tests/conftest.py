@@ -17,3 +17,13 @@ def shared_dir() -> Path:
     if not (SHARED / "PCAM.md").exists():
         pytest.skip("../shared is absent (a fresh clone has no shared data)")
     return SHARED
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory) -> Path:
+    """A synthetic PCam folder (train 512, valid 256, test 256, seed 0), written once."""
+    from pcam.synthetic import write_synthetic
+
+    folder = tmp_path_factory.mktemp("synthetic")
+    write_synthetic(folder, sizes={"train": 512, "valid": 256, "test": 256}, seed=0)
+    return folder
