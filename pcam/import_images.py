@@ -1,0 +1,267 @@
+"""Import folders of 96x96 RGB patches into PCam-layout HDF5 files.
+
+Layouts (the folder name is the label):
+  SRC/{0,1}/*.jpg|png|tif           one split; `split` says which
+  SRC/<split>/{0,1}/*               e.g. the shared PCam subset (train, valid)
+  SRC/train_labels.csv + SRC/*.tif  Kaggle "Histopathologic Cancer Detection"
+                                    (or SRC/train/*.tif); one split, train by default
+
+Every image is decoded and checked before anything is written, so a bad file
+leaves the data folder as it was. Files are written in a seeded shuffled order
+because the input pipeline reads contiguous blocks.
+"""
+
+import csv
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from pcam.errors import PCamError
+from pcam.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
+from pcam.paths import data_dir as _resolve_data_dir
+from pcam.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
+KAGGLE_CSV = "train_labels.csv"
+_SHOWN = 5  # bad files listed in one message
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(
+        p for p in folder.iterdir()
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
+    )
+
+
+def _class_folders(folder: Path) -> list[tuple[Path, int]] | None:
+    """[(image, label)] from folder/{0,1}/, or None when the layout does not match."""
+    if not ((folder / "0").is_dir() and (folder / "1").is_dir()):
+        return None
+    return [(p, label) for label in (0, 1) for p in _images_in(folder / str(label))]
+
+
+def _listing(items, total) -> str:
+    more = f" and {total - _SHOWN} more" if total > _SHOWN else ""
+    return ", ".join(str(i) for i in items[:_SHOWN]) + more
+
+
+def _kaggle(src: Path) -> list[tuple[Path, int]]:
+    csv_path = src / KAGGLE_CSV
+    folder = src / "train" if (src / "train").is_dir() else src
+    with csv_path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"id", "label"} <= set(rows[0]):
+        raise PCamError(f"{csv_path} must have a header `id,label` and one row per image")
+    labels = {}
+    for row in rows:
+        if row["label"] not in ("0", "1"):
+            raise PCamError(
+                f"{csv_path}: label {row['label']!r} for id {row['id']!r} is not 0 or 1"
+            )
+        labels[row["id"]] = int(row["label"])
+    images = {p.stem: p for p in _images_in(folder)}
+    missing = sorted(set(labels) - set(images))
+    if missing:
+        raise PCamError(
+            f"{len(missing)} id(s) in {csv_path.name} have no image in {folder.name}/: "
+            f"{_listing(missing, len(missing))}; restore the images or delete their rows"
+        )
+    unlabelled = sorted(set(images) - set(labels))
+    if unlabelled:
+        raise PCamError(
+            f"{len(unlabelled)} image(s) in {folder.name}/ have no row in {csv_path.name}: "
+            f"{_listing([images[i].name for i in unlabelled], len(unlabelled))}; "
+            "add their labels or move them out"
+        )
+    return [(images[i], labels[i]) for i in sorted(labels)]
+
+
+def _find_sources(src: Path, split: str | None, holdout: int) -> tuple[str, dict]:
+    """(layout, {source split: [(image, label)]}) after checking the arguments."""
+    if not src.is_dir():
+        raise PCamError(f"{src} is not a folder of images")
+    one_split = "one split"
+    if (src / KAGGLE_CSV).exists():
+        layout, sources = "kaggle", {split or "train": _kaggle(src)}
+    elif (items := _class_folders(src)) is not None:
+        if split is None and not holdout:
+            raise PCamError(
+                f"{src.name}/ holds one split (0/ and 1/): say which with --split train|valid|test"
+            )
+        layout, sources = one_split, {split or "train": items}
+    else:
+        layout = "split folders"
+        sources = {s: _class_folders(src / s) for s in SPLITS if (src / s).is_dir()}
+        sources = {s: items for s, items in sources.items() if items is not None}
+        if not sources:
+            raise PCamError(
+                f"{src} has none of the known layouts: SRC/0 and SRC/1, SRC/<split>/0 and "
+                f"SRC/<split>/1 (split: {', '.join(SPLITS)}), or {KAGGLE_CSV} with .tif files"
+            )
+        if split is not None:
+            if split not in sources:
+                raise PCamError(f"{src.name}/ has no {split}/0 and {split}/1 folders")
+            sources = {split: sources[split]}
+    if holdout:
+        if layout != "split folders" and split not in (None, "train"):
+            raise PCamError(f"--holdout takes patches from train, but --split is {split!r}")
+        if "train" not in sources:
+            raise PCamError(f"--holdout {holdout} needs a train split in {src.name}/")
+        if "test" in sources:
+            raise PCamError(
+                f"--holdout maps {src.name}/valid to test, but {src.name}/test exists too: "
+                "import without --holdout"
+            )
+    for name, items in sources.items():
+        if not items:
+            raise PCamError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found for {name} in {src}")
+    return layout, sources
+
+
+def _read(path: Path) -> np.ndarray | str:
+    """The image as uint8 (96, 96, 3), or why it cannot be imported."""
+    try:
+        with Image.open(path) as image:
+            image.load()  # decodes fully: a truncated file fails here
+            if image.size != PATCH_SHAPE[:2]:
+                return f"is {image.size[0]}x{image.size[1]} pixels, not 96x96"
+            if image.mode in ("L", "LA", "1", "I;16", "I", "F"):
+                return f"is greyscale (mode {image.mode}), not RGB"
+            if image.mode != "RGB":
+                return f"has mode {image.mode}, not RGB (no alpha, no palette)"
+            return np.asarray(image, dtype=np.uint8)
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        return f"cannot be read as an image ({error})"
+
+
+def _decode(items, src: Path, threads: int) -> np.ndarray:
+    """All images of `items` as one array; PCamError listing the bad ones."""
+    out = np.empty((len(items), *PATCH_SHAPE), np.uint8)
+    bad = []
+    # Pillow releases the GIL while decoding, so threads help.
+    with ThreadPoolExecutor(threads) as pool:
+        for i, result in enumerate(pool.map(_read, [p for p, _ in items], chunksize=256)):
+            if isinstance(result, str):
+                bad.append(f"{items[i][0].relative_to(src)} {result}")
+            else:
+                out[i] = result
+    if bad:
+        raise PCamError(
+            f"{len(bad)} image(s) in {src} cannot be imported; every patch must be a 96x96 "
+            "RGB image. Convert or remove these and rerun: " + "; ".join(bad[:_SHOWN])
+            + (f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
+        )
+    return out
+
+
+def _stratified_holdout(labels: np.ndarray, holdout: int, rng) -> np.ndarray:
+    """Boolean mask of `holdout` items keeping the class balance of `labels`."""
+    if holdout >= len(labels):
+        raise PCamError(f"--holdout {holdout} must be smaller than the {len(labels)} train images")
+    mask = np.zeros(len(labels), bool)
+    n_pos = int(round(holdout * labels.mean()))
+    for label, k in ((1, n_pos), (0, holdout - n_pos)):
+        mask[rng.choice(np.flatnonzero(labels == label), size=k, replace=False)] = True
+    return mask
+
+
+def _looks_like_subset(sources: dict) -> bool:
+    names = [p.name for items in sources.values() for p, _ in items]
+    return all(re.fullmatch(r"patch\d+\.jpg", n) for n in names)
+
+
+def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, description=None,
+                  threads=4):
+    """Convert a folder of patch images into PCam-layout HDF5 files.
+
+    Args:
+        src: the image folder (layouts in the module docstring).
+        data_dir: target folder (default: `$PCAM_DATA_DIR` or `data/`). A folder
+            holding the official download is refused.
+        split: the split name for a one-split folder; with SRC/<split>/ folders,
+            import only this split.
+        holdout: if > 0, hold out this many SRC train patches (stratified by
+            label) and write them as valid; SRC valid is then written as test.
+        seed: seed of the hold-out draw and of the shuffled file order.
+        description: label for records, e.g. "PCam subset (JPEG)"; guessed
+            when None.
+        threads: decoding threads.
+
+    Returns:
+        The `dataset.json` content written.
+    """
+    src = Path(src)
+    if split is not None:
+        check_split_name(split)
+    if holdout < 0:
+        raise PCamError(f"--holdout must be >= 0, got {holdout}")
+    layout, sources = _find_sources(src, split, holdout)
+    folder = _resolve_data_dir(data_dir)
+    check_overwrite(folder)
+    rng = np.random.default_rng(seed)
+
+    # Decode and check everything first, so nothing is written half-way. Splits
+    # are (images, indices into them) so the hold-out and shuffle copy nothing.
+    outputs, mapping = {}, {}
+    for name, items in sources.items():
+        images = _decode(items, src, threads)
+        labels = np.array([label for _, label in items], np.uint8)
+        index = np.arange(len(items))
+        target = name
+        if holdout and name == "train":
+            held = _stratified_holdout(labels, holdout, rng)
+            outputs["valid"] = (images, labels, index[held])
+            mapping["valid"] = f"{holdout} held out from {src.name}/train (stratified, seed {seed})"
+            index = index[~held]
+            mapping["train"] = f"{src.name}/train minus the {holdout} held out"
+        elif holdout and name == "valid":
+            target = "test"
+        mapping.setdefault(target, f"{src.name}/{name}" if layout == "split folders" else src.name)
+        outputs[target] = (images, labels, index)
+
+    counts = {}
+    for name in SPLITS:  # fixed order: the same seed gives the same files
+        if name in outputs:
+            images, labels, index = outputs[name]
+            index = rng.permutation(index)
+            blocks = (images[index[i:i + 1024]] for i in range(0, len(index), 1024))
+            write_split(folder, name, blocks, labels[index])
+            counts[name] = (len(index), int(labels[index].sum()))
+
+    info = _previous_info(folder, single=len(sources) == 1 and not holdout)
+    remove_splits(folder, [s for s in SPLITS if s not in outputs and s not in info["splits"]])
+    if description is None:
+        description = (
+            "PCam subset (JPEG)" if _looks_like_subset(sources)
+            else "Kaggle Histopathologic Cancer Detection" if layout == "kaggle"
+            else f"images from {src.name}"
+        )
+    info = {"source": "images", "synthetic": False, "folder": src.name, "layout": layout,
+            "label": description, "seed": seed, "holdout": holdout,
+            **{k: info[k] for k in ("splits", "positives", "mapping")}}
+    for name, (n, positives) in counts.items():
+        info["splits"][name] = n
+        info["positives"][name] = positives
+        info["mapping"][name] = mapping[name]
+    write_dataset_info(folder, info)
+    return info
+
+
+def _previous_info(folder: Path, single: bool) -> dict:
+    """Info to extend: an earlier one-split import is kept, anything else starts afresh."""
+    import json
+
+    empty = {"splits": {}, "positives": {}, "mapping": {}}
+    path = folder / DATASET_INFO
+    if not (single and path.exists()):
+        return empty
+    try:
+        old = json.loads(path.read_text())
+    except ValueError:
+        return empty
+    if old.get("source") != "images" or not all(k in old for k in empty):
+        return empty
+    return old
