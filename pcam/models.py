@@ -125,9 +125,11 @@ def build_model(
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     x = backbone.preprocessing()(inputs)
-    # training=False keeps a transferred base's BatchNorm in inference mode, even
-    # once it is unfrozen for fine-tuning (Keras transfer-learning guide).
-    x = base(x, training=False) if backbone.recipe == "transfer" else base(x)
+    # training=False keeps a pretrained base's BatchNorm in inference mode, even
+    # once it is unfrozen for fine-tuning (Keras transfer-learning guide). A
+    # randomly initialised base needs its BatchNorm statistics to learn.
+    pretrained = backbone.recipe == "transfer" and weights is not None
+    x = base(x, training=False) if pretrained else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     for i, units in enumerate(head_units, start=1):
         x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)

@@ -107,6 +107,72 @@ def write_record(folder: str | os.PathLike, record: dict) -> Path:
     return write_json_atomic(Path(folder) / RECORD, record)
 
 
+def new_or_resumed_record(folder: Path, config, backbone, data_dir: Path, splits: dict) -> dict:
+    """The record of a run starting in `folder`, or of the run it resumes.
+
+    A record left "running" or "failed" by the same settings is resumed (and
+    says so under "resumed"); a complete one, or other settings, is an error.
+    """
+    settings = _config_dict(config, data_dir)
+    path = Path(folder) / RECORD
+    if path.is_file():
+        record = read_record(folder)
+        if record.get("status") == "complete":
+            raise PCamError(
+                f"run {config.run} is already complete ({path}); choose another --run name, or "
+                f"use `python -m pcam evaluate --run {config.run}` to evaluate it again"
+            )
+        changed = sorted(k for k in settings if record["config"].get(k) != settings[k])
+        if changed:
+            raise PCamError(
+                f"run {config.run} exists with other settings ({', '.join(changed)}); rerun "
+                f"with the same settings to resume it, or choose another --run name"
+            )
+        done = record["history"][-1]["epoch"] if record["history"] else 0
+        record["resumed"].append({"from_epoch": done, "at": utc_now()})
+        record["status"] = "running"
+        record.pop("error", None)
+    else:
+        from pcam.environment import environment_info
+
+        now = utc_now()
+        record = {
+            "schema": SCHEMA, "run": config.run, "model": config.model, "status": "running",
+            "created": now, "updated": now, "published": config.published, "config": settings,
+            "backbone": {"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note},
+            "environment": environment_info(), "data": _data_section(config, data_dir, splits),
+            "phases": [], "history": [], "resumed": [],
+            "checkpoints": {"best": "checkpoints/best.keras", "last": "checkpoints/last.keras"},
+            "threshold": None, "metrics": {}, "predictions": {},
+            "timings": {"train_seconds": 0.0, "epoch_seconds": [], "evaluate_seconds": None},
+        }
+    write_record(folder, record)
+    return record
+
+
+def _config_dict(config, data_dir: Path) -> dict:
+    from pcam.paths import display_path
+
+    settings = config.to_dict()
+    settings["data_dir"] = display_path(data_dir)
+    return settings
+
+
+def _data_section(config, data_dir: Path, splits: dict) -> dict:
+    from pcam.h5data import read_dataset_info, read_labels
+    from pcam.paths import display_path
+
+    info = read_dataset_info(data_dir)
+    section = {"dir": display_path(data_dir), "info": info,
+               "synthetic": bool(info.get("synthetic", False)), "splits": {}}
+    for name, split in splits.items():
+        cap = config.max_samples if name == "train" else config.max_eval_samples
+        n = split.length if cap is None else min(cap, split.length)
+        section["splits"][name] = {"n": n, "n_file": split.length,
+                                   "positives": int(read_labels(split)[:n].sum())}
+    return section
+
+
 def _plain(value: Any) -> Any:
     if isinstance(value, dict):
         return {str(k): _plain(v) for k, v in value.items()}

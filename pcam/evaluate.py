@@ -1,0 +1,157 @@
+"""Evaluate a run: predict each split once, in file order, and score it.
+
+The threshold is always chosen on valid and applied unchanged to the other
+splits; test-time augmentation (TTA) averages the probabilities of the 8
+dihedral transforms of each patch. Predictions go to `predictions/<split>.npz`
+(y_true uint8, y_prob float32, y_prob_tta float32 when TTA ran).
+"""
+
+import io
+import os
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pcam import paths
+from pcam.errors import PCamError
+from pcam.records import read_record, run_path, write_record
+
+TRAIN_EVAL_CAP = 8192  # patches of train scored after training (a fit check, not a result)
+EVAL_BATCH = 256
+
+
+def predict_split(model: keras.Model, split, *, max_samples: int | None = None,
+                  tta: bool = False, batch_size: int = EVAL_BATCH) -> dict:
+    """Predict one split in file order, timing inference.
+
+    Args:
+        model: a model taking uint8 patches, one sigmoid output.
+        split: a `pcam.h5data.Split`.
+        max_samples: score only the first `max_samples` patches (None: all).
+        tta: also predict the mean over the 8 dihedral transforms.
+        batch_size: patches per inference batch.
+
+    Returns:
+        dict with y_true (uint8), y_prob (float32), y_prob_tta (when tta) and
+        inference: seconds, images_per_s (and tta_seconds, tta_images_per_s).
+    """
+    from pcam.augment import dihedral_variants
+    from pcam.h5data import read_labels
+    from pcam.pipeline import make_dataset
+
+    ds = make_dataset(split, batch_size=batch_size, max_samples=max_samples, cache=False)
+    images = ds.map(lambda x, y: x)
+    single = tf.function(lambda x: model(x, training=False))
+    out = {}
+    out["y_prob"], seconds = _timed_predict(single, images)
+    n = len(out["y_prob"])
+    out["y_true"] = read_labels(split)[:n].astype(np.uint8)
+    out["inference"] = {"seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1)}
+    if tta:
+        def averaged(x):
+            return tf.reduce_mean(tf.stack([model(v, training=False)
+                                            for v in dihedral_variants(x)]), axis=0)
+
+        out["y_prob_tta"], tta_seconds = _timed_predict(tf.function(averaged), images)
+        out["inference"].update(tta_seconds=round(tta_seconds, 4),
+                                tta_images_per_s=round(n / tta_seconds, 1))
+    return out
+
+
+def evaluate_after_training(folder: Path, record: dict, splits: dict) -> dict:
+    """Score the best checkpoint of a just-trained run on its splits; the record."""
+    config = record["config"]
+    caps = {"train": min(config["max_samples"] or TRAIN_EVAL_CAP, TRAIN_EVAL_CAP)}
+    caps.update({name: config["max_eval_samples"] for name in ("valid", "test")})
+    return _evaluate(folder, record, splits, caps, tta=config["tta"], data_dir=None)
+
+
+def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = True) -> dict:
+    """Evaluate a run's best checkpoint on a PCam-layout folder; update its record.
+
+    Args:
+        run: run name or folder ("results/NAME").
+        data_dir: data folder; default the folder the run trained on when it
+            is inside the project, else `$PCAM_DATA_DIR` or `data/`.
+        splits: splits to score; valid (when listed) sets a new threshold,
+            otherwise the record's threshold is applied.
+        tta: also score 8-fold dihedral test-time augmentation.
+
+    Returns:
+        The updated record; each scored split notes its data folder.
+    """
+    from pcam.h5data import open_split
+
+    folder = run_path(run)
+    record = read_record(folder)
+    if data_dir is None:
+        trained_on = record["data"]["dir"]
+        inside = not trained_on.startswith("<external>")
+        data_dir = paths.PROJ_ROOT / trained_on if inside else paths.data_dir()
+    opened = {name: open_split(data_dir, name) for name in splits}
+    caps = dict.fromkeys(opened)
+    return _evaluate(folder, record, opened, caps, tta=tta, data_dir=data_dir)
+
+
+def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
+              data_dir) -> dict:
+    from pcam.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
+
+    best = folder / record["checkpoints"]["best"]
+    if not best.exists():
+        raise PCamError(f"{best} is missing; the run saved no checkpoint (train it again)")
+    model = keras.models.load_model(best, compile=False)
+    start = time.perf_counter()
+    (folder / "predictions").mkdir(exist_ok=True)
+    order = sorted(splits, key=lambda s: s != "valid")  # valid first: it sets the threshold
+    for name in order:
+        pred = predict_split(model, splits[name], max_samples=caps.get(name),
+                             tta=tta and name != "train")
+        if name == "valid":
+            record["threshold"] = {"value": choose_threshold(pred["y_true"], pred["y_prob"]),
+                                   "rule": THRESHOLD_RULE, "split": "valid"}
+            if "y_prob_tta" in pred:
+                record["threshold"]["tta_value"] = choose_threshold(pred["y_true"],
+                                                                    pred["y_prob_tta"])
+        if not record.get("threshold"):
+            raise PCamError(f"no valid threshold in {folder / 'record.json'}; "
+                            f"evaluate with --split valid {name}")
+        threshold = record["threshold"]
+        entry = {"single": evaluate_predictions(pred["y_true"], pred["y_prob"],
+                                                threshold["value"]),
+                 "inference": pred["inference"]}
+        if "y_prob_tta" in pred:
+            t = threshold.get("tta_value", threshold["value"])
+            entry["tta"] = evaluate_predictions(pred["y_true"], pred["y_prob_tta"], t)
+        if data_dir is not None:
+            entry["data_dir"] = paths.display_path(data_dir)
+        record["metrics"][name] = entry
+        record["predictions"][name] = _save_predictions(folder, name, pred)
+    record["timings"]["evaluate_seconds"] = round(time.perf_counter() - start, 3)
+    record["status"] = "complete"
+    write_record(folder, record)
+    return record
+
+
+def _timed_predict(fn, images: tf.data.Dataset) -> tuple[np.ndarray, float]:
+    # Trace once on the first batch so that timing measures inference, not tracing.
+    for batch in images.take(1):
+        fn(batch)
+    start = time.perf_counter()
+    probs = [fn(batch) for batch in images]
+    probs = np.concatenate([keras.ops.convert_to_numpy(p) for p in probs]).reshape(-1)
+    return probs.astype(np.float32), max(time.perf_counter() - start, 1e-9)
+
+
+def _save_predictions(folder: Path, name: str, pred: dict) -> str:
+    arrays = {k: pred[k] for k in ("y_true", "y_prob", "y_prob_tta") if k in pred}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    path = folder / "predictions" / f"{name}.npz"
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_bytes(buffer.getvalue())
+    os.replace(temp, path)
+    return f"predictions/{name}.npz"
