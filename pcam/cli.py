@@ -74,6 +74,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key not in ("command", "func") and value is not None
     }
+    if "weights" not in given:  # ImageNet for transfer backbones, none for from-scratch ones
+        from pcam.models import default_weights
+
+        given["weights"] = default_weights(args.model)
     config = TrainConfig.from_dict(given)
     run_training(config)
     return 0
