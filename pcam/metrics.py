@@ -1,0 +1,194 @@
+"""Metrics computed right: stateful during training, once per split afterwards.
+
+Batch-averaged precision, recall and F1 are wrong (the mean of per-batch
+ratios is not the ratio over the split), so training uses stateful
+`keras.metrics` and the reported numbers come from `evaluate_predictions` on
+a whole split's predictions, with bootstrap 95% intervals.
+"""
+
+import warnings
+
+import numpy as np
+
+from pcam import calibration, stats
+
+THRESHOLD_RULE = (
+    "maximise Youden's J (sensitivity + specificity - 1) on the validation split; "
+    "threshold placed midway between the two adjacent distinct predicted probabilities"
+)
+_EPS = 1e-7  # float32 sigmoid outputs can be exactly 0 or 1
+
+
+def training_metrics() -> list:
+    """Stateful Keras metrics for `model.compile`, all at threshold 0.5.
+
+    Returns:
+        List of metrics named "accuracy", "precision", "recall", "f1", "auc"
+        (ROC). Labels float [B, 1], predictions one sigmoid [B, 1]. F1 gets an
+        explicit threshold: with the default `threshold=None`, `F1Score` takes
+        an argmax, which on a single output marks every patch positive.
+    """
+    import keras
+
+    return [
+        keras.metrics.BinaryAccuracy(name="accuracy", threshold=0.5),
+        keras.metrics.Precision(name="precision", thresholds=0.5),
+        keras.metrics.Recall(name="recall", thresholds=0.5),
+        keras.metrics.F1Score(name="f1", threshold=0.5, average="micro"),
+        keras.metrics.AUC(name="auc", curve="ROC", num_thresholds=1000),
+    ]
+
+
+def classification_metrics(y_true, y_prob, threshold: float = 0.5) -> dict:
+    """Threshold metrics over a whole split; a patch is positive when p >= threshold.
+
+    Args:
+        y_true: labels in {0, 1}, shape (N,).
+        y_prob: predicted probabilities of class 1, shape (N,).
+        threshold: decision threshold in [0, 1]. Default 0.5.
+
+    Returns:
+        dict: accuracy, precision, recall (sensitivity), f1, balanced_accuracy,
+        specificity, confusion_matrix [[tn, fp], [fn, tp]], threshold. A ratio
+        with a zero denominator is 0 (sklearn's `zero_division=0`).
+    """
+    y, p = _check(y_true, y_prob)
+    if not 0.0 <= threshold <= 1.0:
+        raise ValueError(f"threshold must be in [0, 1], got {threshold!r}")
+    pred = p >= threshold
+    tp, fp = int(np.sum(pred & (y == 1))), int(np.sum(pred & (y == 0)))
+    fn, tn = int(np.sum(~pred & (y == 1))), int(np.sum(~pred & (y == 0)))
+    counts = np.array([[tp], [fp], [fn], [tn]], dtype=np.float64)
+    out = {k: float(v[0]) for k, v in _from_counts(*counts).items()}
+    out["confusion_matrix"] = [[tn, fp], [fn, tp]]
+    out["threshold"] = float(threshold)
+    return out
+
+
+def choose_threshold(y_true, y_prob) -> float:
+    """Decision threshold chosen on the validation split (see `THRESHOLD_RULE`).
+
+    Args:
+        y_true: validation labels in {0, 1}, shape (N,).
+        y_prob: validation probabilities, shape (N,).
+
+    Returns:
+        Threshold in [0, 1], to apply unchanged to the test split. 0.5, with a
+        warning, when the split holds a single class.
+    """
+    from sklearn.metrics import roc_curve
+
+    y, p = _check(y_true, y_prob)
+    if y.min() == y.max():
+        warnings.warn("choose_threshold: one class only, keeping 0.5", stacklevel=2)
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
+    thr = np.minimum(thr, 1.0)  # sklearn's first threshold is inf (nothing positive)
+    best = int(np.argmax(tpr - fpr))
+    lower = thr[best + 1] if best + 1 < len(thr) else 0.0
+    return float(np.clip((thr[best] + lower) / 2.0, 0.0, 1.0))
+
+
+def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int = 1000,
+                         seed: int = 0, n_bins: int = 10) -> dict:
+    """Every reported metric of one split, with bootstrap 95% intervals.
+
+    Args:
+        y_true: labels in {0, 1}, shape (N,), in the same order as y_prob.
+        y_prob: predicted probabilities of class 1, shape (N,).
+        threshold: the threshold chosen on valid (`choose_threshold`).
+        n_boot: bootstrap replicates, >= 1; 0 skips the intervals. Default 1000.
+        seed: bootstrap seed. Default 0.
+        n_bins: bins for the expected calibration error. Default 10.
+
+    Returns:
+        dict: n, positives, roc_auc, pr_auc (average precision), nll (log loss,
+        probabilities clipped to [1e-7, 1 - 1e-7]), brier, ece, "at_0.5" and
+        "at_chosen" (`classification_metrics`), "ci" ({"roc_auc": [lo, hi],
+        "at_0.5.accuracy": [lo, hi], ...}, percentile intervals; None where
+        undefined), n_boot, notes (list of strings, e.g. why AUC is None).
+    """
+    y, p = _check(y_true, y_prob)
+    n = len(y)
+    if n == 0:
+        raise ValueError("evaluate_predictions got no predictions")
+    design = _Design(y, p, threshold, n_bins)
+    point = {k: v[0] for k, v in design(np.ones((1, n))).items()}
+    notes = []
+    if y.min() == y.max():
+        notes.append(f"only class {int(y[0])} present: ROC-AUC undefined"
+                     + ("" if y[0] else ", PR-AUC undefined"))
+    out = {"n": n, "positives": int(y.sum())}
+    for k in ("roc_auc", "pr_auc", "nll", "brier", "ece"):
+        out[k] = _num(point[k])
+    out["at_0.5"] = classification_metrics(y, p, 0.5)
+    out["at_chosen"] = classification_metrics(y, p, threshold)
+    reps: dict[str, list] = {k: [] for k in point}
+    for w in (stats.bootstrap_weights(n, n_boot, seed) if n_boot > 0 else ()):
+        for k, v in design(w).items():
+            reps[k].append(v)
+    out["ci"] = {k: stats.percentile_interval(np.concatenate(v)) if v else None
+                 for k, v in reps.items()}
+    out["n_boot"] = int(n_boot)
+    out["notes"] = notes
+    return out
+
+
+class _Design:
+    """Per-sample columns whose weighted sums give every count-based metric."""
+
+    def __init__(self, y, p, threshold, n_bins):
+        self.y, self.p = y, p
+        pc = np.clip(p, _EPS, 1 - _EPS)
+        nll = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
+        # ECE: per-bin sum of (y - p) is count * (fraction positive - mean predicted)
+        gap = np.eye(n_bins)[calibration.bin_index(p, n_bins)] * (y - p)[:, None]
+        cols = [nll, (p - y) ** 2, gap]
+        for t in (0.5, threshold):
+            pred = (p >= t).astype(np.float64)
+            cols += [y * pred, (1 - y) * pred, y * (1 - pred), (1 - y) * (1 - pred)]
+        self.matrix = np.column_stack(cols)
+        self.n_bins = n_bins
+
+    def __call__(self, w) -> dict:
+        w = np.atleast_2d(w)
+        auc, ap = stats.weighted_auc_ap(w, self.y, self.p)
+        sums = w @ self.matrix  # one matrix product for everything count-based
+        n, nb = w.shape[1], self.n_bins
+        out = {"roc_auc": auc, "pr_auc": ap, "nll": sums[:, 0] / n, "brier": sums[:, 1] / n,
+               "ece": np.abs(sums[:, 2:2 + nb]).sum(axis=1) / n}
+        for i, name in enumerate(("at_0.5", "at_chosen")):
+            counts = sums[:, 2 + nb + 4 * i:6 + nb + 4 * i].T
+            out.update({f"{name}.{k}": v for k, v in _from_counts(*counts).items()})
+        return out
+
+
+def _from_counts(tp, fp, fn, tn) -> dict:
+    """Threshold metrics from confusion counts (arrays), zero_division=0."""
+    def ratio(a, b):
+        return np.divide(a, b, out=np.zeros_like(a, dtype=np.float64), where=b > 0)
+
+    precision, recall, spec = ratio(tp, tp + fp), ratio(tp, tp + fn), ratio(tn, tn + fp)
+    return {"accuracy": ratio(tp + tn, tp + fp + fn + tn), "precision": precision,
+            "recall": recall, "f1": ratio(2 * tp, 2 * tp + fp + fn),
+            # like sklearn: the mean recall over the classes present
+            "balanced_accuracy": ratio(recall * (tp + fn > 0) + spec * (tn + fp > 0),
+                                       (tp + fn > 0) * 1.0 + (tn + fp > 0)),
+            "specificity": spec}
+
+
+def _num(x) -> float | None:
+    return float(x) if np.isfinite(x) else None
+
+
+def _check(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:
+    y = np.asarray(y_true).ravel()
+    p = np.asarray(y_prob, dtype=np.float64).ravel()
+    if y.shape != p.shape:
+        raise ValueError(f"y_true and y_prob differ in length: {y.size} vs {p.size}")
+    if y.size and not np.isin(y, (0, 1)).all():
+        raise ValueError(f"y_true must hold 0/1 labels, got values {np.unique(y)[:5]}")
+    if y.size and (np.nanmin(p) < 0 or np.nanmax(p) > 1 or np.isnan(p).any()):
+        raise ValueError(f"y_prob must be probabilities in [0, 1], got range "
+                         f"[{np.nanmin(p)}, {np.nanmax(p)}] (NaN: {np.isnan(p).any()})")
+    return y.astype(np.float64), p

@@ -1,0 +1,225 @@
+"""Uncertainty and paired comparison: bootstrap, McNemar, DeLong.
+
+The bootstrap works on resampling *counts*: replicate r gives sample i the
+weight w[r, i] (how often it was drawn), so every count-based metric of a
+batch of replicates is one matrix product, and AUC / average precision come
+from one sort of the scores shared by all replicates. Paired comparisons use
+the same weights for both models.
+"""
+
+from collections.abc import Callable, Iterator
+
+import numpy as np
+from scipy import stats as _st
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int = 0, chunk: int | None = None
+                      ) -> Iterator[np.ndarray]:
+    """Yield bootstrap count matrices of shape (k, n), k <= chunk, n_boot rows in all.
+
+    Args:
+        n: number of samples, >= 1.
+        n_boot: number of bootstrap replicates, >= 1.
+        seed: seed of the resampling; the same seed gives the same replicates.
+        chunk: replicates per yielded matrix; default keeps a matrix ~32 MB.
+
+    Returns:
+        Iterator of float32 arrays (exact counts); each row sums to n.
+    """
+    if n < 1 or n_boot < 1:
+        raise ValueError(f"need n >= 1 and n_boot >= 1, got n={n!r}, n_boot={n_boot!r}")
+    rng = np.random.default_rng(seed)
+    chunk = chunk or max(1, 2**22 // n)
+    for start in range(0, n_boot, chunk):
+        k = min(chunk, n_boot - start)
+        idx = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+        yield np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
+
+
+def weighted_auc_ap(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ROC-AUC and average precision for each row of sample weights.
+
+    Ties count one half for AUC; average precision is sklearn's step-wise
+    sum over distinct thresholds. With w = ones both equal
+    `roc_auc_score` and `average_precision_score`.
+
+    Args:
+        w: weights, shape (k, n) (or (n,)).
+        y: labels in {0, 1}, shape (n,).
+        p: scores, shape (n,).
+
+    Returns:
+        (auc, ap), each shape (k,); NaN where a replicate lacks a class.
+    """
+    w = np.atleast_2d(w)
+    order = np.argsort(p, kind="stable")
+    ps, ys = p[order], y[order].astype(np.float32)
+    ws = np.take(w, order, axis=1).astype(np.float32, copy=False)  # counts: exact in float32
+    pos, tot = ws * ys, ws
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    if starts.size < ps.size:  # tied scores: one group per distinct score
+        pos, tot = np.add.reduceat(pos, starts, axis=1), np.add.reduceat(tot, starts, axis=1)
+    neg = tot - pos
+    cum_pos, cum_neg = np.cumsum(pos, axis=1), np.cumsum(neg, axis=1)
+    n_pos, n_neg = cum_pos[:, -1].astype(np.float64), cum_neg[:, -1].astype(np.float64)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # AUC: each positive beats the negatives below it, ties count one half
+        auc = np.einsum("ij,ij->i", pos, cum_neg - 0.5 * neg, dtype=np.float64) / (n_pos * n_neg)
+        # AP: precision at each distinct threshold, counting scores >= it
+        tp = n_pos[:, None] - cum_pos + pos
+        fp = n_neg[:, None] - cum_neg + neg
+        prec = np.where(pos > 0, tp / np.maximum(tp + fp, 1), 0.0)
+        ap = np.einsum("ij,ij->i", pos, prec, dtype=np.float64) / n_pos
+    bad = (n_pos == 0) | (n_neg == 0)
+    return np.where(bad, np.nan, auc), np.where(n_pos == 0, np.nan, ap)
+
+
+def percentile_interval(values, alpha: float = 0.05) -> list[float] | None:
+    """Percentile interval of bootstrap replicates, ignoring NaN; None if none are finite."""
+    v = np.asarray(values, dtype=np.float64)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return None
+    lo, hi = np.quantile(v, [alpha / 2, 1 - alpha / 2])
+    return [float(lo), float(hi)]
+
+
+def bootstrap_ci(y_true, y_prob, metric_fn: Callable, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> dict:
+    """Percentile bootstrap interval of any metric `metric_fn(y_true, y_prob)`.
+
+    General but slow (one call per replicate); `pcam.metrics.evaluate_predictions`
+    uses the vectorised path for the standard metrics.
+
+    Args:
+        y_true: labels, shape (N,).
+        y_prob: predictions, shape (N,).
+        metric_fn: returns a float; a ValueError or NaN (e.g. AUC of a
+            one-class resample) drops that replicate.
+        n_boot: number of replicates, >= 1. Default 1000.
+        seed: resampling seed. Default 0.
+        alpha: 1 - confidence level, in (0, 1). Default 0.05 (95%).
+
+    Returns:
+        dict: `"estimate"` (metric on the full data), `"ci"` ([lo, hi] or
+        None), `"n_valid"` (replicates used).
+    """
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
+    y, p = np.asarray(y_true).ravel(), np.asarray(y_prob).ravel()
+    rng = np.random.default_rng(seed)
+    reps = []
+    for _ in range(n_boot):
+        idx = rng.integers(0, len(y), len(y))
+        try:
+            reps.append(float(metric_fn(y[idx], p[idx])))
+        except ValueError:
+            reps.append(float("nan"))
+    ci = percentile_interval(reps, alpha)
+    return {"estimate": float(metric_fn(y, p)), "ci": ci,
+            "n_valid": int(np.isfinite(reps).sum())}
+
+
+def mcnemar(correct_a, correct_b, *, exact: bool | None = None, correction: bool = True) -> dict:
+    """McNemar's test: do two classifiers err on the same patches at different rates?
+
+    Args:
+        correct_a: booleans, model A right on each patch, shape (N,).
+        correct_b: booleans, model B right on the same patches.
+        exact: exact binomial test on the discordant pairs; None (default)
+            uses it when b + c < 25, the usual rule.
+        correction: continuity correction for the chi-square form. Default True.
+
+    Returns:
+        dict: `b` (A right, B wrong), `c` (A wrong, B right), `n`,
+        `statistic` (chi-square, or min(b, c) for the exact test),
+        `p_value` (two-sided), `method`.
+
+    Reference:
+        Agresti, "Categorical Data Analysis", 2nd ed., section 10.1.
+    """
+    a = np.asarray(correct_a, dtype=bool).ravel()
+    b_ = np.asarray(correct_b, dtype=bool).ravel()
+    if a.shape != b_.shape:
+        raise ValueError(f"correct_a and correct_b differ in length: {a.size} vs {b_.size}")
+    b, c = int(np.sum(a & ~b_)), int(np.sum(~a & b_))
+    if exact is None:
+        exact = b + c < 25
+    if b + c == 0:
+        stat, p, method = 0.0, 1.0, "no discordant pairs"
+    elif exact:
+        stat = float(min(b, c))
+        p = min(1.0, 2.0 * _st.binom.cdf(min(b, c), b + c, 0.5))
+        method = "exact binomial"
+    else:
+        stat = (max(abs(b - c) - int(correction), 0)) ** 2 / (b + c)
+        p = float(_st.chi2.sf(stat, 1))
+        method = "chi-square" + (" with continuity correction" if correction else "")
+    return {"b": b, "c": c, "n": int(a.size), "statistic": float(stat),
+            "p_value": float(p), "method": method}
+
+
+def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
+                          alpha: float = 0.05) -> dict:
+    """Paired bootstrap of AUC(A) - AUC(B): both models see the same resamples.
+
+    Args:
+        y_true: labels in {0, 1}, shape (N,).
+        p_a: scores of model A, shape (N,).
+        p_b: scores of model B on the same patches.
+        n_boot: number of replicates, >= 1. Default 1000.
+        seed: resampling seed. Default 0.
+        alpha: 1 - confidence level. Default 0.05.
+
+    Returns:
+        dict: `auc_a`, `auc_b`, `diff`, `ci` ([lo, hi]), `p_value` (two-sided,
+        from the share of replicates on either side of 0), `n_boot`, `method`.
+    """
+    y = np.asarray(y_true).ravel()
+    pa, pb = np.asarray(p_a, dtype=np.float64).ravel(), np.asarray(p_b, dtype=np.float64).ravel()
+    if not y.shape == pa.shape == pb.shape:
+        raise ValueError(f"lengths differ: y_true {y.size}, p_a {pa.size}, p_b {pb.size}")
+    ones = np.ones(y.size)
+    auc_a, auc_b = weighted_auc_ap(ones, y, pa)[0][0], weighted_auc_ap(ones, y, pb)[0][0]
+    diffs = np.concatenate([weighted_auc_ap(w, y, pa)[0] - weighted_auc_ap(w, y, pb)[0]
+                            for w in bootstrap_weights(y.size, n_boot, seed)])
+    d = diffs[np.isfinite(diffs)]
+    tail = min(np.sum(d <= 0), np.sum(d >= 0))
+    p = min(1.0, 2.0 * (tail + 1) / (d.size + 1))
+    return {"auc_a": float(auc_a), "auc_b": float(auc_b), "diff": float(auc_a - auc_b),
+            "ci": percentile_interval(d, alpha), "p_value": float(p), "n_boot": int(d.size),
+            "method": "paired bootstrap"}
+
+
+def delong_auc_difference(y_true, p_a, p_b, alpha: float = 0.05) -> dict:
+    """DeLong's test for the difference of two correlated ROC-AUCs.
+
+    Args:
+        y_true: labels in {0, 1}, shape (N,), both classes present.
+        p_a: scores of model A; p_b: scores of model B on the same patches.
+        alpha: 1 - confidence level. Default 0.05.
+
+    Returns:
+        dict: `auc_a`, `auc_b`, `diff`, `se`, `ci`, `z`, `p_value`, `method`.
+
+    Reference:
+        DeLong, DeLong & Clarke-Pearson, Biometrics 44 (1988) 837-845.
+    """
+    y = np.asarray(y_true).ravel().astype(bool)
+    if y.all() or not y.any():
+        raise ValueError("DeLong's test needs both classes in y_true")
+    v10, v01 = [], []
+    for s in (np.asarray(p_a, dtype=np.float64).ravel(), np.asarray(p_b, dtype=np.float64).ravel()):
+        r_all = _st.rankdata(s)
+        r_pos, r_neg = _st.rankdata(s[y]), _st.rankdata(s[~y])
+        v10.append((r_all[y] - r_pos) / (~y).sum())  # share of negatives below each positive
+        v01.append(1.0 - (r_all[~y] - r_neg) / y.sum())  # share of positives above each negative
+    auc = np.array([v.mean() for v in v10])
+    cov = np.cov(np.array(v10)) / y.sum() + np.cov(np.array(v01)) / (~y).sum()
+    diff = auc[0] - auc[1]
+    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
+    z = diff / se if se > 0 else 0.0
+    half = _st.norm.ppf(1 - alpha / 2) * se
+    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": float(diff), "se": se,
+            "ci": [float(diff - half), float(diff + half)], "z": float(z),
+            "p_value": float(2 * _st.norm.sf(abs(z))) if se > 0 else 1.0, "method": "DeLong"}
