@@ -1,0 +1,33 @@
+"""All figures of the project, in one namespace for the notebooks and the report.
+
+Each function returns a matplotlib `Figure` (or a path for model diagrams) and
+writes a PNG when given a path. The code lives in small modules:
+`plots_training` (curves), `plots_eval` (ROC/PR, confusion, calibration),
+`plots_data` (patches, augmentations, model diagrams) and `pcam.gradcam`.
+"""
+
+from pcam.plots_common import MODEL_COLOURS, model_colour, save_figure, slug
+from pcam.plots_data import (
+    draw_center_box,
+    plot_augmentations,
+    plot_model_diagram,
+    plot_sample_grid,
+)
+from pcam.plots_eval import plot_confusion, plot_reliability, plot_roc_pr
+from pcam.plots_training import plot_compared_curves, plot_training_curves
+
+__all__ = [
+    "MODEL_COLOURS",
+    "draw_center_box",
+    "model_colour",
+    "plot_augmentations",
+    "plot_compared_curves",
+    "plot_confusion",
+    "plot_model_diagram",
+    "plot_reliability",
+    "plot_roc_pr",
+    "plot_sample_grid",
+    "plot_training_curves",
+    "save_figure",
+    "slug",
+]
