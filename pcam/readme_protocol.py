@@ -1,0 +1,116 @@
+"""The protocol paragraph under the README table, written from the run records."""
+
+from pcam.readme_table import best_epoch
+
+
+def data_label(record: dict) -> str:
+    """What data the numbers come from, in words a reader cannot misread.
+
+    A `label` in the data folder's dataset.json wins; otherwise: synthetic data,
+    the shared JPEG subset, other imported images, or the official PCam files.
+    """
+    data = record.get("data") or {}
+    info = data.get("info") or {}
+    source = str(info.get("source", ""))
+    if info.get("label"):
+        return str(info["label"])
+    if data.get("synthetic") or info.get("synthetic"):
+        return "synthetic patches (built-in generator), not PCam: a pipeline check only"
+    if "subset" in source.lower():
+        return "PCam subset (JPEG), not the PCam test split"
+    if source.startswith("PCam, Zenodo"):
+        return "PCam, official HDF5 files and splits"
+    return f"images imported from `{source or '?'}`, not the PCam test split"
+
+
+def _splits_text(record: dict) -> str:
+    splits = (record.get("data") or {}).get("splits") or {}
+    parts = []
+    for name in ("train", "valid", "test"):
+        if name in splits:
+            s = splits[name]
+            parts.append(f"{name} {s['n']:,} ({s.get('positives', 0):,} positive)")
+    return ", ".join(parts) or "unknown"
+
+
+def _hardware(record: dict) -> str:
+    hw = (record.get("environment") or {}).get("hardware") or {}
+    gpus = ", ".join(hw.get("gpus") or []) or "no GPU"
+    return f"{hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} cores), {gpus}"
+
+
+def _run_text(record: dict) -> str:
+    config = record.get("config") or {}
+    history = record.get("history") or []
+    phases = {}
+    for h in history:
+        phases[h["phase"]] = phases.get(h["phase"], 0) + 1
+    phase_text = " + ".join(f"{n} {p}" for p, n in phases.items()) or "none"
+    best = best_epoch(record)
+    best_text = f", best valid AUC at epoch {best['epoch']}" if best else ""
+    augment = ", ".join(config.get("augment") or []) or "none"
+    threshold = record.get("threshold") or {}
+    extra = ""
+    if record.get("model") == "mobilenet":
+        extra = f", alpha {config.get('alpha')}, weights {config.get('weights') or 'random'}"
+    return (
+        f"- **{record.get('model')}** (run `{record.get('run')}`): {len(history)} epochs run "
+        f"({phase_text}) of {config.get('epochs')} planned{best_text}; batch "
+        f"{config.get('batch_size')}, augmentation {augment}, seed {config.get('seed')}{extra}; "
+        f"threshold {threshold.get('value', 0.5):.3f} ({threshold.get('rule', 'fixed 0.5')}); "
+        f"hardware {_hardware(record)}; data {_splits_text(record)}."
+    )
+
+
+def _comparison_text(comparison: dict | None) -> str:
+    if not comparison:
+        return ""
+    if "note" in comparison:
+        return f"**Paired comparison:** {comparison['note']}"
+    a, b = comparison["models"]
+    lo, hi = comparison["auc_ci"]
+    return (
+        f"**Paired comparison** on the same {comparison['n']:,} {comparison['split']} patches "
+        f"(single pass): McNemar's test on correctness at each model's threshold, "
+        f"p = {comparison['mcnemar_p']:.3g}; ROC AUC difference {a} − {b} = "
+        f"{100 * comparison['auc_difference']:.1f} points "
+        f"(paired bootstrap 95% CI {100 * lo:.1f} to {100 * hi:.1f})."
+    )
+
+
+def protocol_text(records: list[dict], comparison: dict | None = None,
+                  figures: list[tuple[str, str]] = ()) -> str:
+    """Markdown paragraphs saying how the table's numbers were made.
+
+    Args:
+        records: the published records, in table order.
+        comparison: output of `pcam.report.paired_comparison` (or None).
+        figures: (title, relative link) of the figures to list.
+
+    Returns:
+        Markdown text.
+    """
+    labels = sorted({data_label(r) for r in records})
+    lines = [
+        f"**Data:** {'; '.join(labels)}.",
+        "",
+        "**Columns.** *train*: Keras' running metrics at the best epoch (augmented batches, "
+        "threshold 0.5, no CI). *valid*: chooses the checkpoint (best valid AUC) and the "
+        "threshold, so it is optimistic. *test*: evaluated once with that checkpoint and "
+        "threshold; *TTA*: mean over the 8 flips/rotations. Accuracy, precision, recall and F1 "
+        "are computed once over all patches of the split at the chosen threshold; ± is the "
+        "half-width of a bootstrap 95% confidence interval over patches.",
+        "",
+    ]
+    info = ((records[0].get("data") or {}).get("info") or {}) if records else {}
+    mapping = info.get("mapping")
+    if isinstance(mapping, dict):
+        lines += ["**Split mapping:** " + "; ".join(f"{k}: {mapping[k]}" for k in sorted(mapping))
+                  + ".", ""]
+    lines += [_run_text(r) for r in records]
+    text = _comparison_text(comparison)
+    if text:
+        lines += ["", text]
+    if figures:
+        lines += ["", "**Figures:** " + " · ".join(f"[{t}]({link})" for t, link in figures)]
+    return "\n".join(lines)

@@ -1,0 +1,122 @@
+"""The README results block: table of metrics and the protocol under it.
+
+Pure text from run records (no TensorFlow), so it is deterministic and can be
+parsed back in tests: percentages with one decimal, "± h" the half-width of the
+bootstrap 95% CI.
+"""
+
+from pcam.errors import PCamError
+
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+# (row label, key in record metrics / history, kind)
+METRIC_ROWS = (
+    ("accuracy (%)", "accuracy", "chosen"),
+    ("precision (%)", "precision", "chosen"),
+    ("recall (%)", "recall", "chosen"),
+    ("F1 (%)", "f1", "chosen"),
+    ("ROC AUC (%)", "roc_auc", "plain"),
+)
+_HISTORY_KEYS = {"roc_auc": "auc"}
+DASH = "–"
+
+
+def best_epoch(record: dict) -> dict | None:
+    """The history entry with the highest validation AUC (the "best" checkpoint)."""
+    history = [h for h in record.get("history") or [] if h.get("val_auc") is not None]
+    if not history:
+        return (record.get("history") or [None])[-1]
+    return max(history, key=lambda h: (h["val_auc"], -h["epoch"]))
+
+
+def _columns(records: list[dict]) -> list[tuple[str, str]]:
+    """(split, variant) columns shown for every model."""
+    columns = [("train", "single"), ("valid", "single"), ("test", "single")]
+    if any("tta" in (r.get("metrics") or {}).get("test", {}) for r in records):
+        columns.append(("test", "tta"))
+    return columns
+
+
+def _pct(value, ci=None) -> str:
+    if value is None:
+        return DASH
+    text = f"{100 * value:.1f}"
+    if ci:
+        text += f" ± {100 * (ci[1] - ci[0]) / 2:.1f}"
+    return text
+
+
+def _metric_cell(record: dict, split: str, variant: str, key: str, kind: str) -> str:
+    if split == "train" and "train" not in (record.get("metrics") or {}):
+        entry = best_epoch(record)  # running Keras metrics, threshold 0.5, no CI
+        return _pct(entry.get(_HISTORY_KEYS.get(key, key))) if entry else DASH
+    numbers = (record.get("metrics") or {}).get(split, {}).get(variant)
+    if not numbers:
+        return DASH
+    if kind == "chosen":
+        return _pct(numbers["at_chosen"][key], numbers.get("ci", {}).get(f"at_chosen.{key}"))
+    return _pct(numbers[key], numbers.get("ci", {}).get(key))
+
+
+def _time_cell(record: dict, split: str, variant: str, row: str) -> str:
+    if row == "train time (min)":
+        seconds = (record.get("timings") or {}).get("train_seconds")
+        return f"{seconds / 60:.1f}" if split == "train" and seconds is not None else ""
+    inference = (record.get("metrics") or {}).get(split, {}).get("inference")
+    if not inference:
+        return "" if split == "train" else DASH
+    prefix = "tta_" if variant == "tta" else ""
+    if row == "inference time (s)":
+        value = inference.get(f"{prefix}seconds")
+        return DASH if value is None else f"{value:.1f}"
+    value = inference.get(f"{prefix}images_per_s")
+    return DASH if value is None else f"{value:,.0f}"
+
+
+def results_table(records: list[dict]) -> str:
+    """Markdown table in the lab report's shape: metrics x (train/valid/test per model).
+
+    Args:
+        records: the published run records, one per model, in display order.
+
+    Returns:
+        The table as Markdown (no trailing newline).
+    """
+    if not records:
+        raise ValueError("records=[]: no published run to tabulate")
+    columns = _columns(records)
+    header = ["metric"] + [
+        f"{r['model']} {split}{' TTA' if variant == 'tta' else ''}"
+        for r in records for split, variant in columns
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    for label, key, kind in METRIC_ROWS:
+        cells = [_metric_cell(r, s, v, key, kind) for r in records for s, v in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    for label in ("inference time (s)", "inference speed (patches/s)", "train time (min)"):
+        cells = [_time_cell(r, s, v, label) for r in records for s, v in columns]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_table(text: str) -> dict[tuple[str, str], str]:
+    """Cells of a table made by `results_table`: (row label, column header) -> text."""
+    rows = [line.strip().strip("|").split("|") for line in text.strip().splitlines()]
+    header = [c.strip() for c in rows[0]]
+    return {(row[0].strip(), header[i]): cell.strip()
+            for row in rows[2:] for i, cell in enumerate(row) if i > 0}
+
+
+def replace_block(text: str, block: str, *, name: str = "README") -> str:
+    """`text` with everything between the results markers replaced by `block`.
+
+    Raises:
+        PCamError: the markers are missing, repeated or out of order.
+    """
+    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+        raise PCamError(
+            f"{name} needs exactly one `{START}` line followed by one `{END}` line; "
+            "add them where the results table should go"
+        )
+    head, rest = text.split(START)
+    tail = rest.split(END)[1]
+    return f"{head}{START}\n{block.strip()}\n{END}{tail}"

@@ -1,0 +1,188 @@
+"""`python -m pcam report`: figures and the README results block from `results/`.
+
+Nothing is retrained: figures come from the records and saved predictions;
+Grad-CAM and model diagrams also need the run's checkpoint (and, for Grad-CAM,
+the data), and are skipped with a note when those are absent.
+"""
+
+import os
+from pathlib import Path
+
+from pcam import plots
+from pcam.errors import PCamError
+from pcam.gradcam import plot_gradcam_grid, select_cases
+from pcam.paths import IMAGES_DIR, PROJ_ROOT, README, display_path
+from pcam.readme_protocol import protocol_text
+from pcam.readme_table import replace_block, results_table
+from pcam.report_inputs import load_predictions, load_records, published_records
+
+_NO_RUNS = ("No published run yet. Train with `published: true` in the run's settings (or "
+            "set it in `results/<run>/record.json`), then run `python -m pcam report`.")
+
+
+def _first(mapping: dict, *keys):
+    for key in keys:
+        if key in mapping:
+            return mapping[key]
+    raise KeyError(f"none of {keys} in {sorted(mapping)}")
+
+
+def paired_comparison(preds: list, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
+    """McNemar's test and the paired-bootstrap AUC difference of two runs' predictions.
+
+    Args:
+        preds: two `Predictions` on the same split.
+        n_boot: bootstrap resamples; seed: their seed (fixed, so the README is stable).
+
+    Returns:
+        {"split", "models", "n", "mcnemar_p", "auc_difference", "auc_ci"}, or
+        {"note": why not} when the patches differ or pcam.stats is missing; None
+        for fewer than two runs.
+    """
+    if len(preds) != 2:
+        return None
+    a, b = preds
+    if a.y_true.shape != b.y_true.shape or (a.y_true != b.y_true).any():
+        return {"note": f"not computed: {a.run} and {b.run} were evaluated on different patches."}
+    try:
+        from pcam.stats import mcnemar, paired_auc_difference
+
+        correct_a = (a.y_prob >= a.threshold) == a.y_true.astype(bool)
+        correct_b = (b.y_prob >= b.threshold) == b.y_true.astype(bool)
+        test = mcnemar(correct_a, correct_b)
+        diff = paired_auc_difference(a.y_true, a.y_prob, b.y_prob, n_boot, seed)
+        return {"split": a.split, "models": [a.model, b.model], "n": int(a.y_true.size),
+                "mcnemar_p": float(_first(test, "p_value", "pvalue", "p")),
+                "auc_difference": float(_first(diff, "difference", "diff", "auc_difference",
+                                               "delta")),
+                "auc_ci": [float(v) for v in _first(diff, "ci", "ci95", "interval")]}
+    except (ImportError, KeyError) as error:
+        return {"note": f"not computed ({error})."}
+
+
+def _data_dir(record: dict) -> Path:
+    from pcam.paths import data_dir
+
+    stored = (record.get("data") or {}).get("dir")
+    if stored and not stored.startswith("<external>"):
+        return PROJ_ROOT / stored
+    return data_dir()
+
+
+def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list[str]:
+    """Model diagram and Grad-CAM grid from the best checkpoint; notes on what was skipped."""
+    name = plots.slug(record["model"])
+    best = (record.get("checkpoints") or {}).get("best") or "checkpoints/best.keras"
+    checkpoint = run_dir / best
+    if not checkpoint.exists():
+        return [f"{record['run']}: no checkpoint at {display_path(checkpoint)}; "
+                "Grad-CAM and model diagram skipped"]
+    try:
+        import keras
+
+        import pcam.models  # noqa: F401  (registers the project's custom layers for loading)
+
+        model = keras.models.load_model(checkpoint, compile=False)
+    except (ImportError, OSError, ValueError, TypeError) as error:
+        return [f"{record['run']}: could not load {display_path(checkpoint)} ({error}); "
+                "Grad-CAM and model diagram skipped"]
+    notes = []
+    if plots.plot_model_diagram(model, images / f"{name}_model.png") is None:
+        notes.append(f"{record['run']}: model diagram skipped (no graphviz)")
+    if pred is None:
+        return notes + [f"{record['run']}: no predictions; Grad-CAM skipped"]
+    try:
+        from pcam.h5data import open_split, read_images, read_labels
+
+        split = open_split(_data_dir(record), pred.split)
+        cases = select_cases(pred.y_true, pred.y_prob, pred.threshold, per_case=4, seed=0)
+        wanted = sorted({int(i) for index in cases.values() for i in index})
+        labels = read_labels(split)
+        if len(labels) < len(pred.y_true) or (labels[:len(pred.y_true)] != pred.y_true).any():
+            raise PCamError(f"labels in {display_path(split.y_path)} differ from the predictions")
+        patches = {i: read_images(split, i, i + 1)[0] for i in wanted}
+    except PCamError as error:
+        return notes + [f"{record['run']}: Grad-CAM skipped ({error})"]
+    plot_gradcam_grid(model, patches, pred.y_prob, cases, images / f"{name}_gradcam.png",
+                      title=f"Grad-CAM, {record['model']}, {pred.split} split")
+    return notes
+
+
+def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]], list, list]:
+    """Write every figure; return (title, file name) pairs, eval predictions, notes."""
+    records = [record for _, record in rows]
+    written, notes = [], []
+    for record in records:
+        name = plots.slug(record["model"])
+        if record.get("history"):
+            plots.plot_training_curves(record, images / f"{name}_curves.png")
+            written.append((f"{record['model']} curves", f"{name}_curves.png"))
+    if all(r.get("history") for r in records):
+        plots.plot_compared_curves(records, images / "compare_curves.png")
+        written.append(("valid curves compared", "compare_curves.png"))
+    # Evaluation figures use test when every run has it, else valid.
+    split = next((s for s in ("test", "valid")
+                  if all(s in (r.get("predictions") or {}) for r in records)), None)
+    preds = [load_predictions(d, r, split) for d, r in rows] if split else []
+    if preds and all(p is not None for p in preds):
+        plots.plot_roc_pr(preds, images / "compare_roc_pr.png")
+        plots.plot_reliability(preds, images / "compare_reliability.png")
+        written += [("ROC and PR", "compare_roc_pr.png"),
+                    ("calibration", "compare_reliability.png")]
+    else:
+        preds, notes = [], notes + ["no predictions on a common split; ROC/PR/calibration skipped"]
+    if split and all(split in (r.get("metrics") or {}) for r in records):
+        plots.plot_confusion(records, split, images / "compare_confusion.png")
+        written.append(("confusion matrices", "compare_confusion.png"))
+    for (run_dir, record), pred in zip(rows, preds or [None] * len(rows), strict=True):
+        if gradcam:
+            notes += _checkpoint_figures(run_dir, record, pred, images)
+        name = plots.slug(record["model"])
+        if (images / f"{name}_gradcam.png").exists():
+            written.append((f"{record['model']} Grad-CAM", f"{name}_gradcam.png"))
+    return written, preds, notes
+
+
+def build_report(results=None, readme=None, images=None, *, gradcam: bool = True) -> None:
+    """Rebuild `images/` and the README results block from the published records.
+
+    The block between `<!-- results:start -->` and `<!-- results:end -->` is
+    replaced (atomically); the rest of the README is left as it is. The output
+    depends only on the records and predictions, so running it twice gives the
+    same README.
+
+    Args:
+        results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
+        readme: README to update; default the project's README.md.
+        images: figures folder; default `images/`.
+        gradcam: also draw Grad-CAM grids and model diagrams (needs checkpoints).
+
+    Raises:
+        PCamError: README or its markers missing; two published runs of one model.
+    """
+    readme = Path(readme) if readme else README
+    images = Path(images) if images else IMAGES_DIR
+    if not readme.exists():
+        raise PCamError(f"{display_path(readme)} does not exist; give --readme")
+    text = readme.read_text()
+    replace_block(text, "", name=display_path(readme))  # check the markers before any work
+    rows = published_records(load_records(results))
+    if not rows:
+        block = _NO_RUNS
+    else:
+        written, preds, notes = _figures(rows, images, gradcam=gradcam)
+        prefix = Path(os.path.relpath(images, readme.parent)).as_posix()
+        records = [r for _, r in rows]
+        block = "\n\n".join([
+            results_table(records),
+            protocol_text(records, paired_comparison(preds),
+                          [(title, f"{prefix}/{file}") for title, file in written]),
+        ])
+        for note in notes:
+            print(f"note: {note}")
+    new = replace_block(text, block, name=display_path(readme))
+    if new != text:
+        tmp = readme.with_name(f".{readme.name}.tmp")
+        tmp.write_text(new)
+        os.replace(tmp, readme)
+    print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")
