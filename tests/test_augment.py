@@ -1,0 +1,110 @@
+"""Augmentation: shapes, dihedral group, centre-keeping shifts, HED jitter, seeding."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from skimage.color import rgb2hed
+
+from pcam import augment
+from pcam.config import AUGMENTATIONS
+
+
+def _batch(n=8, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 96, 96, 3), dtype=np.uint8)
+
+
+def _pixel_codes(img):
+    """Each RGB pixel as one integer, sorted: the image's multiset of pixels."""
+    img = img.astype(np.int64)
+    return np.sort((img[..., 0] << 16 | img[..., 1] << 8 | img[..., 2]).ravel())
+
+
+@pytest.mark.parametrize("names", [[n] for n in AUGMENTATIONS] + [list(AUGMENTATIONS)])
+def test_output_keeps_dtype_and_shape(names):
+    x = _batch()
+    out = augment.build_augmenter(names, seed=0)(tf.constant(x))
+    assert out.dtype == tf.uint8 and tuple(out.shape) == x.shape
+    assert not np.array_equal(out.numpy(), x)
+
+
+def test_dihedral_permutes_pixels_and_reaches_all_eight():
+    x = np.repeat(_batch(1), 64, axis=0)  # one asymmetric image, 64 draws
+    out = augment.build_augmenter(["dihedral"], seed=1)(tf.constant(x)).numpy()
+    codes = _pixel_codes(x[0])
+    assert all(np.array_equal(_pixel_codes(o), codes) for o in out)
+    variants = [v.numpy()[0] for v in augment.dihedral_variants(x[:1])]
+    assert len({o.tobytes() for o in out}) == 8
+    assert {o.tobytes() for o in out} == {v.tobytes() for v in variants}
+
+
+def test_dihedral_variants_identity_first_and_equal_on_symmetric_input():
+    x = _batch(2)
+    variants = [v.numpy() for v in augment.dihedral_variants(x)]
+    assert len(variants) == 8 and np.array_equal(variants[0], x)
+    assert np.array_equal(variants[1], np.rot90(x, 1, axes=(1, 2)))
+    assert len({v.tobytes() for v in variants}) == 8
+    # the maximum over the group orbit is invariant under the group
+    sym = np.max(variants, axis=0)
+    assert all(np.array_equal(v.numpy(), sym) for v in augment.dihedral_variants(sym))
+
+
+def test_shift_keeps_the_central_32x32_in_view():
+    x = np.zeros((64, 96, 96, 3), np.uint8)
+    x[:, 32:64, 32:64, 0] = 255  # the labelled centre
+    out = augment.build_augmenter(["shift"], seed=2)(tf.constant(x)).numpy()
+    offsets = set()
+    for o in out:
+        rows, cols = np.nonzero(o[..., 0])
+        # the whole centre is still there, once, as a block moved by <= MAX_SHIFT
+        assert rows.size == 32 * 32
+        dy, dx = rows.min() - 32, cols.min() - 32
+        assert rows.max() - rows.min() == 31 and cols.max() - cols.min() == 31
+        assert max(abs(dy), abs(dx)) <= augment.MAX_SHIFT
+        offsets.add((dy, dx))
+    assert len(offsets) > 20  # the shifts vary
+
+
+def test_shift_pads_by_reflection():
+    x = np.full((16, 96, 96, 3), 7, np.uint8)
+    x[:, :, 0] = 9  # left column
+    out = augment.build_augmenter(["shift"], seed=0)(tf.constant(x)).numpy()
+    assert set(np.unique(out)) <= {7, 9}  # no zero padding
+
+
+def test_hed_conversion_matches_skimage_and_zero_jitter_is_identity():
+    x = _batch(4)
+    ours = augment._rgb_to_hed(tf.constant(x / 255.0, tf.float32)).numpy()
+    np.testing.assert_allclose(np.maximum(ours, 0), rgb2hed(x), atol=1e-5)
+    gen = tf.random.Generator.from_seed(0)
+    same = augment._hed(tf.constant(x), gen, alpha=0.0, beta=0.0).numpy()
+    assert np.abs(same.astype(int) - x).max() <= 1
+    jittered = augment._hed(tf.constant(x), gen, alpha=0.3, beta=0.05).numpy()
+    assert np.abs(jittered.astype(int) - x).mean() > 2
+
+
+def test_same_seed_same_output_in_tf_data():
+    x = _batch(16)
+
+    def run(seed):
+        fn = augment.build_augmenter(list(AUGMENTATIONS), seed)
+        ds = tf.data.Dataset.from_tensor_slices(x).batch(4).map(fn)
+        return np.concatenate(list(ds.as_numpy_iterator()))
+
+    first = run(5)
+    assert np.array_equal(first, run(5))
+    assert not np.array_equal(first, run(6))
+
+
+def test_names_checked_and_empty_means_none():
+    assert augment.build_augmenter([], seed=0) is None
+    with pytest.raises(ValueError, match="'rotate'"):
+        augment.build_augmenter(["dihedral", "rotate"], seed=0)
+
+
+def test_augmentation_examples_for_the_figure():
+    patch = _batch(1)[0]
+    examples = augment.augmentation_examples(patch, seed=0)
+    assert list(examples) == ["original", *AUGMENTATIONS]
+    assert np.array_equal(examples["original"], patch)
+    for name, img in examples.items():
+        assert img.shape == (96, 96, 3) and img.dtype == np.uint8, name
