@@ -72,6 +72,10 @@ def _smooth_noise(rng, n, grid):
     return up @ coarse @ up.T
 
 
+def _f32(array):
+    return array.astype(np.float32)
+
+
 def _paint(n, ys, xs, stamp_ids, active, bank):
     """Sum stamps centred at (ys, xs) (n, slots) into (n, 96, 96) stain maps."""
     size = bank.shape[1]
@@ -134,6 +138,7 @@ def _make_block(rng, n):
     ly, lx = rng.integers(0, _SIZE, size=(2, n, _MAX_LYMPH))
     lymph = _paint(n, ly, lx, rng.integers(0, len(_LYMPH), (n, _MAX_LYMPH)), lymph_on, _LYMPH)
     ty, tx, tumour_on, centre = _tumour_nuclei(rng, kinds)
+    centre = centre.astype(np.float32)  # float32 throughout: half the memory traffic
     tumour = _paint(n, ty, tx, rng.integers(0, len(_TUMOUR), (n, _MAX_TUMOUR)), tumour_on, _TUMOUR)
 
     # Eosin stroma: coarse fibres plus fine texture; faint purple cytoplasm
@@ -144,15 +149,16 @@ def _make_block(rng, n):
     d2 = d2 + (grid[None, None, :] - centre[:, 1, None, None]) ** 2
     cytoplasm = 0.25 * np.exp(-d2 / (2 * 14.0**2)) * (kinds != NORMAL)[:, None, None]
     white = (rng.random(n) < 0.25)[:, None, None]
-    level = rng.uniform(0.45, 0.8, size=(n, 1, 1))
+    level = rng.uniform(0.45, 0.8, size=(n, 1, 1)).astype(np.float32)
     tissue = np.clip((level - _smooth_noise(rng, n, 4)) * 12 + 0.5, 0, 1)
     # Positives keep tissue under their cluster centre, so white space never erases the label.
     keep = np.exp(-d2 / (2 * 12.0**2)) * (kinds == POSITIVE)[:, None, None]
-    tissue = np.where(white, np.maximum(tissue, keep), 1.0)
+    tissue = np.where(white, np.maximum(tissue, keep), np.float32(1))
     tumour = np.minimum(tumour, 1.4) * tissue  # overlapping nuclei do not turn black
 
-    h_amount = (lymph * tissue + tumour + cytoplasm * tissue) * rng.uniform(0.75, 1.25, (n, 1, 1))
-    e_amount = eosin * tissue * rng.uniform(0.7, 1.3, (n, 1, 1))
+    h_scale = _f32(rng.uniform(0.75, 1.25, (n, 1, 1)))
+    h_amount = (lymph * tissue + tumour + cytoplasm * tissue) * h_scale
+    e_amount = eosin * tissue * _f32(rng.uniform(0.7, 1.3, (n, 1, 1)))
     h_vec = _H_OD + rng.normal(0, 0.05, (n, 3)).astype(np.float32)
     e_vec = _E_OD + rng.normal(0, 0.06, (n, 3)).astype(np.float32)
     # Grain from a fixed bank: per-pixel random draws would triple the run time.
