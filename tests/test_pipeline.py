@@ -153,3 +153,28 @@ def test_augment_is_applied(data, monkeypatch):
     plain, _ = next(iter(make_dataset("valid", data_dir=data, batch_size=10, max_samples=10)))
     assert calls == [(("dihedral",), 4)]
     np.testing.assert_array_equal(images.numpy(), 255 - plain.numpy())
+
+
+@pytest.mark.parametrize(
+    "layout",
+    [
+        {},  # contiguous, uncompressed: plain h5py reads
+        {"chunks": (7, 96, 96, 3), "compression": "gzip", "shuffle": True},  # not gzip-only
+        {"chunks": (7, 96, 96, 3), "compression": "gzip"},  # gzip-only: direct chunk reads
+        {"chunks": (5, 48, 96, 3), "compression": "gzip"},  # chunks split patches
+    ],
+)
+def test_every_hdf5_layout_reads_the_same(tmp_path, layout):
+    import h5py
+
+    from pcam.h5data import read_images
+
+    x_path, _ = write_pcam(tmp_path, "test", 60)
+    split = open_split(tmp_path, "test")
+    everything = read_images(split, 0, 60)
+    x_path.unlink()
+    with h5py.File(x_path, "w") as f:
+        f.create_dataset("x", data=everything, **layout)
+    ds = make_dataset("test", data_dir=tmp_path, batch_size=16, max_samples=53, block_size=10)
+    images = np.concatenate([x.numpy() for x, _ in ds])
+    np.testing.assert_array_equal(images, everything[:53])

@@ -1,0 +1,162 @@
+"""Images/s and peak memory of ways to feed PCam's HDF5 files to Keras.
+
+Methods, each timed in a fresh subprocess (so peak RSS is its own):
+  stream          pcam.pipeline.make_dataset, shuffled, no cache, no augmentation
+  stream+augment  the same with every augmentation in pcam.config.AUGMENTATIONS
+  per-sample      x[i] one patch at a time in shuffled order, as old Keras
+                  HDF5Matrix / generator snippets read (capped: it is slow)
+  in-memory       the whole used part read into a numpy array first, then
+                  tf.data.Dataset.from_tensor_slices (the load is not timed)
+
+Usage (full-size train file, 262,144 patches, about 5 GB):
+    python -m pcam synthetic --data-dir /tmp/pcam-full --train 262144 --valid 0 --test 0
+    python benchmarks/bench_pipeline.py --data-dir /tmp/pcam-full
+Quick run: add `--max-samples 4096`. Images/s is the median over `--repeats`
+passes; peak RSS is the process's maximum resident set (ru_maxrss).
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+METHODS = ("stream", "stream+augment", "per-sample", "in-memory")
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _passes(run_pass, repeats: int) -> list[float]:
+    seconds = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run_pass()
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _child(args: argparse.Namespace) -> dict:
+    """Time one method in this process; return its figures."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import h5py
+    import numpy as np
+    import tensorflow as tf
+
+    from pcam.h5data import open_split, read_labels
+    from pcam.pipeline import make_dataset
+
+    split = open_split(args.data_dir, args.split)
+    n = split.length if args.max_samples is None else min(args.max_samples, split.length)
+    baseline_mb = _peak_rss_mb()
+    method = args.child
+
+    if method.startswith("stream"):
+        augment = ()
+        if method == "stream+augment":
+            from pcam.config import AUGMENTATIONS
+
+            augment = AUGMENTATIONS
+        ds = make_dataset(split, batch_size=args.batch_size, shuffle=True, seed=0,
+                          max_samples=n, cache=False, augment=augment)
+
+        def run_pass():
+            for _ in ds:
+                pass
+
+    elif method == "per-sample":
+        n = min(n, args.per_sample_limit)
+        order = np.random.default_rng(0).permutation(n)
+        labels = read_labels(split)
+
+        def run_pass():
+            with h5py.File(split.x_path, "r") as f:
+                x = f["x"]
+                for start in range(0, n, args.batch_size):
+                    idx = order[start : start + args.batch_size]
+                    np.stack([x[i] for i in idx]), labels[idx]
+
+    elif method == "in-memory":
+        with h5py.File(split.x_path, "r") as f:
+            images = f["x"][:n]
+        labels = read_labels(split)[:n].astype(np.float32).reshape(-1, 1)
+        ds = (
+            tf.data.Dataset.from_tensor_slices((images, labels))
+            .shuffle(4096, seed=0)
+            .batch(args.batch_size)
+            .prefetch(tf.data.AUTOTUNE)
+        )
+
+        def run_pass():
+            for _ in ds:
+                pass
+
+    else:
+        raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
+
+    seconds = _passes(run_pass, args.repeats)
+    return {
+        "method": method,
+        "n": n,
+        "seconds": seconds,
+        "images_per_s": n / float(np.median(seconds)),
+        "peak_rss_mb": _peak_rss_mb(),
+        "rss_after_imports_mb": baseline_mb,
+    }
+
+
+def _run_child(method: str, args: argparse.Namespace) -> dict | None:
+    command = [sys.executable, __file__, "--child", method, "--data-dir", str(args.data_dir),
+               "--split", args.split, "--batch-size", str(args.batch_size),
+               "--repeats", str(args.repeats), "--per-sample-limit", str(args.per_sample_limit)]
+    if args.max_samples is not None:
+        command += ["--max-samples", str(args.max_samples)]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode != 0:
+        print(f"{method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _parse(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", type=Path, required=True, help="PCam-layout data folder")
+    parser.add_argument("--split", default="train")
+    parser.add_argument("--max-samples", type=int, help="use the first N patches (quick run)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--repeats", type=int, default=3, help="passes per method (median)")
+    parser.add_argument("--per-sample-limit", type=int, default=4096,
+                        help="patches the slow per-sample reader reads per pass")
+    parser.add_argument("--methods", nargs="+", choices=METHODS,
+                        default=["stream", "per-sample", "in-memory"])
+    parser.add_argument("--augment", action="store_true", help="also time stream+augment")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = _parse(argv)
+    if args.child:
+        print(json.dumps(_child(args)))
+        return 0
+    methods = list(args.methods)
+    if args.augment and "stream+augment" not in methods:
+        methods.insert(1, "stream+augment")
+    print(f"data: {args.split} of {args.data_dir.name}, max_samples={args.max_samples}, "
+          f"batch {args.batch_size}, {args.repeats} passes, {os.cpu_count()} CPUs")
+    print(f"{'method':<16} {'patches':>8} {'images/s':>10} {'peak RSS MB':>12}")
+    for method in methods:
+        row = _run_child(method, args)
+        if row:
+            print(f"{method:<16} {row['n']:>8} {row['images_per_s']:>10,.0f} "
+                  f"{row['peak_rss_mb']:>12,.0f}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    sys.exit(main())
