@@ -81,3 +81,15 @@ def test_select_cases_and_grid(tmp_path):
     fig = plot_gradcam_grid(_dark_blob_model(), images, y_prob, cases, path, title="tiny")
     assert path.stat().st_size > 1000
     assert len(fig.axes) == 4 * 2
+
+
+@pytest.mark.parametrize("name", ["mobilenet", "resnet50"])
+def test_gradcam_runs_on_the_project_models(name):
+    from pcam.models import build_model
+
+    kwargs = {"alpha": 0.25} if name == "mobilenet" else {}
+    model = build_model(name, weights=None, **kwargs)
+    images = np.random.default_rng(0).integers(0, 255, (2, 96, 96, 3), dtype=np.uint8)
+    maps = gradcam(model, images)
+    assert maps.shape == (2, 96, 96)
+    assert np.isfinite(maps).all() and maps.min() >= 0 and maps.max() <= 1

@@ -124,3 +124,30 @@ def test_cli_report(two_runs):
     assert main(["report", "--results", str(results), "--readme", str(readme),
                  "--images", str(images)]) == 0
     assert "mobilenet test" in readme.read_text()
+
+
+def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch):
+    import numpy as np
+    from test_gradcam import _dark_blob_model, _patches_with_blobs
+
+    from pcam.h5write import write_split
+
+    results = tmp_path / "results"
+    run_dir = make_run(results, "tiny", "mobilenet", n=24)
+    (run_dir / "checkpoints").mkdir()
+    _dark_blob_model().save(run_dir / "checkpoints" / "best.keras")
+    with np.load(run_dir / "predictions" / "test.npz") as npz:
+        labels = npz["y_true"]
+    images = _patches_with_blobs([(20, 20 + 2 * i) for i in range(len(labels))])
+    record = json.loads((run_dir / "record.json").read_text())
+    record["data"]["dir"] = "<external>/x/data"  # outside the project: $PCAM_DATA_DIR is used
+    (run_dir / "record.json").write_text(json.dumps(record))
+    monkeypatch.setenv("PCAM_DATA_DIR", str(tmp_path / "data"))
+    write_split(tmp_path / "data", "test", images, labels)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    build_report(results, readme, tmp_path / "images")
+    assert (tmp_path / "images" / "mobilenet_gradcam.png").stat().st_size > 5000
+    assert "(images/mobilenet_gradcam.png)" in readme.read_text()
+    if __import__("shutil").which("dot"):
+        assert (tmp_path / "images" / "mobilenet_model.png").exists()
