@@ -25,8 +25,7 @@ _HED_FROM_RGB, _RGB_FROM_HED = hed_from_rgb.astype(np.float32), rgb_from_hed.ast
 _LOG_ADJUST = float(np.log(1e-6))  # skimage's clamp of dark pixels, also its OD scale
 
 
-def build_augmenter(names: Sequence[str], seed: int = 0
-                    ) -> Callable[[tf.Tensor], tf.Tensor] | None:
+def build_augmenter(names: Sequence[str], seed: int = 0) -> Callable[..., tf.Tensor] | None:
     """Random augmentation of a uint8 batch, reproducible from `seed`.
 
     Args:
@@ -34,13 +33,16 @@ def build_augmenter(names: Sequence[str], seed: int = 0
             image), "shift" (up to `MAX_SHIFT` px per axis, reflect padding),
             "hed" (HED stain jitter), "brightness_contrast". Applied in that
             order (geometry first), whatever the order given.
-        seed: seed of a `tf.random.Generator`; the same seed and the same
-            sequence of batches give the same output. Use a map with
-            deterministic order (the default) to keep runs reproducible.
+        seed: seed of the random draws.
 
     Returns:
-        Function uint8 [B, 96, 96, 3] -> uint8 [B, 96, 96, 3], or None when
-        `names` is empty.
+        Function `augment(images, seed=None)`: uint8 [B, 96, 96, 3] -> uint8
+        [B, 96, 96, 3], or None when `names` is empty. With a per-batch
+        `seed` (int tensor of shape [2]) the output depends on it only, which
+        keeps a parallel `tf.data` map reproducible (`pcam.pipeline` zips in
+        seeds from `tf.data.Dataset.random`);
+        without, seeds come from a `tf.random.Generator` seeded with `seed`,
+        reproducible only when batches are augmented one after the other.
 
     Reference:
         Tellez et al., "Quantifying the effects of data augmentation and stain
@@ -57,10 +59,12 @@ def build_augmenter(names: Sequence[str], seed: int = 0
         gen = tf.random.Generator.from_seed(seed)
     steps = [_OPS[n] for n in AUGMENTATIONS if n in names]
 
-    def augment(images: tf.Tensor) -> tf.Tensor:
+    def augment(images: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
         x = tf.convert_to_tensor(images)
-        for step in steps:
-            x = step(x, gen)
+        if seed is None:
+            seed = gen.make_seeds(1)[:, 0]
+        for step, step_seed in zip(steps, tf.unstack(_split(seed, len(steps))), strict=True):
+            x = step(x, step_seed)
         return x
 
     return augment
@@ -99,20 +103,28 @@ def augmentation_examples(patch, seed: int = 0) -> dict[str, np.ndarray]:
     return out
 
 
-def _dihedral(x, gen):
+def _split(seed, n: int):
+    return tf.random.experimental.stateless_split(seed, num=n)
+
+
+def _uniform(shape, seed, minval=0.0, maxval=1.0, dtype=tf.float32):
+    return tf.random.stateless_uniform(shape, seed, minval, maxval, dtype=dtype)
+
+
+def _dihedral(x, seed):
     # random transpose, then random row and column mirroring: all 8 of the group
     b, size = tf.shape(x)[0], tf.shape(x)[1]
-    bits = gen.uniform([3, b, 1]) < 0.5
+    bits = _uniform([3, b, 1], seed) < 0.5
     x = tf.where(bits[2][:, :, None, None], tf.transpose(x, [0, 2, 1, 3]), x)
     i = tf.range(size)[None, :]
     src = tf.where(bits[:2], (size - 1) - i, i)  # [2, B, size]
     return _gather_rows_cols(x, src)
 
 
-def _shift(x, gen, max_shift: int = MAX_SHIFT):
+def _shift(x, seed, max_shift: int = MAX_SHIFT):
     # output pixel i shows input pixel i - s, reflected at the border (tf.pad "REFLECT")
     size = tf.shape(x)[1]
-    shifts = gen.uniform([2, tf.shape(x)[0], 1], -max_shift, max_shift + 1, dtype=tf.int32)
+    shifts = _uniform([2, tf.shape(x)[0], 1], seed, -max_shift, max_shift + 1, tf.int32)
     src = tf.abs(tf.range(size)[None, :] - shifts)  # [2, B, size]
     return _gather_rows_cols(x, (size - 1) - tf.abs((size - 1) - src))
 
@@ -134,18 +146,18 @@ def _hed_to_rgb(hed):
     return tf.clip_by_value(tf.exp(od * _LOG_ADJUST), 0.0, 1.0)
 
 
-def _hed(x, gen, alpha: float = HED_ALPHA, beta: float = HED_BETA):
-    b = tf.shape(x)[0]
-    scale = gen.uniform([b, 1, 1, 3], 1 - alpha, 1 + alpha)
-    offset = gen.uniform([b, 1, 1, 3], -beta, beta)
+def _hed(x, seed, alpha: float = HED_ALPHA, beta: float = HED_BETA):
+    b, seeds = tf.shape(x)[0], _split(seed, 2)
+    scale = _uniform([b, 1, 1, 3], seeds[0], 1 - alpha, 1 + alpha)
+    offset = _uniform([b, 1, 1, 3], seeds[1], -beta, beta)
     hed = _rgb_to_hed(tf.cast(x, tf.float32) / 255.0)
     return _to_uint8(_hed_to_rgb(hed * scale + offset) * 255.0)
 
 
-def _brightness_contrast(x, gen):
-    b = tf.shape(x)[0]
-    delta = gen.uniform([b, 1, 1, 1], -BRIGHTNESS, BRIGHTNESS) * 255.0
-    factor = gen.uniform([b, 1, 1, 1], 1 - CONTRAST, 1 + CONTRAST)
+def _brightness_contrast(x, seed):
+    b, seeds = tf.shape(x)[0], _split(seed, 2)
+    delta = _uniform([b, 1, 1, 1], seeds[0], -BRIGHTNESS, BRIGHTNESS) * 255.0
+    factor = _uniform([b, 1, 1, 1], seeds[1], 1 - CONTRAST, 1 + CONTRAST)
     xf = tf.cast(x, tf.float32)
     mean = tf.reduce_mean(xf, axis=[1, 2, 3], keepdims=True)
     return _to_uint8((xf - mean) * factor + mean + delta)
