@@ -6,21 +6,20 @@ from pcam.readme_table import best_epoch
 def data_label(record: dict) -> str:
     """What data the numbers come from, in words a reader cannot misread.
 
-    A `label` in the data folder's dataset.json wins; otherwise: synthetic data,
-    the shared JPEG subset, other imported images, or the official PCam files.
+    Synthetic data and the official PCam files say so; imported images use the
+    `label` of their dataset.json (e.g. "PCam subset (JPEG)") and are marked as
+    not the PCam test split.
     """
     data = record.get("data") or {}
     info = data.get("info") or {}
     source = str(info.get("source", ""))
-    if info.get("label"):
-        return str(info["label"])
     if data.get("synthetic") or info.get("synthetic"):
         return "synthetic patches (built-in generator), not PCam: a pipeline check only"
-    if "subset" in source.lower():
-        return "PCam subset (JPEG), not the PCam test split"
     if source.startswith("PCam, Zenodo"):
         return "PCam, official HDF5 files and splits"
-    return f"images imported from `{source or '?'}`, not the PCam test split"
+    label = str(info.get("label") or f"images imported from `{info.get('folder', source)}`")
+    # Anything imported is a re-encoded sample with its own splits.
+    return label if "not the PCam" in label else f"{label}, not the PCam test split"
 
 
 def _splits_text(record: dict) -> str:
@@ -50,6 +49,8 @@ def _run_text(record: dict) -> str:
     best_text = f", best valid AUC at epoch {best['epoch']}" if best else ""
     augment = ", ".join(config.get("augment") or []) or "none"
     threshold = record.get("threshold") or {}
+    tta = (f"; TTA threshold {threshold['tta_value']:.3f} by the same rule on valid TTA"
+           if "tta_value" in threshold else "")
     extra = ""
     if record.get("model") == "mobilenet":
         extra = f", alpha {config.get('alpha')}, weights {config.get('weights') or 'random'}"
@@ -57,7 +58,7 @@ def _run_text(record: dict) -> str:
         f"- **{record.get('model')}** (run `{record.get('run')}`): {len(history)} epochs run "
         f"({phase_text}) of {config.get('epochs')} planned{best_text}; batch "
         f"{config.get('batch_size')}, augmentation {augment}, seed {config.get('seed')}{extra}; "
-        f"threshold {threshold.get('value', 0.5):.3f} ({threshold.get('rule', 'fixed 0.5')}); "
+        f"threshold {threshold.get('value', 0.5):.3f} ({threshold.get('rule', 'fixed 0.5')}){tta}; "
         f"hardware {_hardware(record)}; data {_splits_text(record)}."
     )
 

@@ -60,10 +60,12 @@ def paired_comparison(preds: list, *, n_boot: int = 1000, seed: int = 0) -> dict
         return {"note": f"not computed ({error})."}
 
 
-def _data_dir(record: dict) -> Path:
+def _data_dir(record: dict, split: str) -> Path:
     from pcam.paths import data_dir
 
-    stored = (record.get("data") or {}).get("dir")
+    # an evaluation on another data folder records it per split
+    stored = (record.get("metrics") or {}).get(split, {}).get("data_dir")
+    stored = stored or (record.get("data") or {}).get("dir")
     if stored and not stored.startswith("<external>"):
         return PROJ_ROOT / stored
     return data_dir()
@@ -94,7 +96,7 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     try:
         from pcam.h5data import open_split, read_images, read_labels
 
-        split = open_split(_data_dir(record), pred.split)
+        split = open_split(_data_dir(record, pred.split), pred.split)
         cases = select_cases(pred.y_true, pred.y_prob, pred.threshold, per_case=4, seed=0)
         wanted = sorted({int(i) for index in cases.values() for i in index})
         labels = read_labels(split)

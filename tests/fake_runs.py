@@ -62,7 +62,8 @@ def make_run(results: Path, run: str, model: str = "mobilenet", *, published: bo
                         "hardware": {"cpu": "Test CPU", "cpu_count": 2, "memory_gb": 8.0,
                                      "gpus": []}},
         "data": {"dir": "data", "synthetic": False,
-                 "info": {"source": "pcam-subset", "synthetic": False},
+                 "info": {"source": "images", "label": "PCam subset (JPEG)", "synthetic": False,
+                          "mapping": {"valid": "2,000 held out from train", "test": "valid"}},
                  "splits": {s: {"n": n, "n_file": n, "positives": n // 2}
                             for s in ("train",) + tuple(splits)}},
         "history": _history(model, epochs, rng),

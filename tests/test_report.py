@@ -67,7 +67,8 @@ def test_table_numbers_are_the_records_numbers(two_runs):
         assert cells[("inference time (s)", f"{model} test TTA")] == "10.5"
         best = max(record["history"], key=lambda h: h["val_auc"])
         assert cells[("F1 (%)", f"{model} train")] == f"{100 * best['f1']:.1f}"
-    assert "PCam subset (JPEG), not the PCam test split" in block
+    assert "**Data:** PCam subset (JPEG), not the PCam test split." in block
+    assert "**Split mapping:** test: valid; valid: 2,000 held out from train." in block
     assert "McNemar" in block and "p = " in block
     assert "threshold 0.550 (max balanced accuracy on valid)" in block
 
@@ -151,3 +152,17 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch)
     assert "(images/mobilenet_gradcam.png)" in readme.read_text()
     if __import__("shutil").which("dot"):
         assert (tmp_path / "images" / "mobilenet_model.png").exists()
+
+
+@pytest.mark.parametrize(("data", "expected"), [
+    ({"synthetic": True, "info": {"source": "synthetic"}}, "synthetic patches"),
+    ({"info": {"source": "PCam, Zenodo record 2546921"}}, "PCam, official HDF5 files and splits"),
+    ({"info": {"source": "images", "label": "PCam subset (JPEG)"}},
+     "PCam subset (JPEG), not the PCam test split"),
+    ({"info": {"source": "images", "folder": "kaggle"}},
+     "images imported from `kaggle`, not the PCam test split"),
+])
+def test_data_label(data, expected):
+    from pcam.readme_protocol import data_label
+
+    assert data_label({"data": data}).startswith(expected)
