@@ -8,6 +8,7 @@ unknown names are checked here against the notebook's parameters cell.
 
 import ast
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,21 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+_PATH_PARAMETERS = ("DATA_DIR", "RESULTS_DIR", "WEIGHTS")
+
+
+def _from_root(value: Any) -> Any:
+    """A path given from the current folder, rewritten relative to the project root.
+
+    The kernel runs in the project root; relative paths keep machine paths out
+    of executed notebooks. Values that are not existing paths or folders to be
+    made ("imagenet", None) pass unchanged.
+    """
+    if not isinstance(value, str) or value in ("imagenet", "none", ""):
+        return value
+    return os.path.relpath(Path(value).resolve(), PROJ_ROOT)
+
+
 def notebook_parameters(path: Path) -> dict[str, Any]:
     """The names and default values assigned in the cell tagged `parameters`."""
     cells = json.loads(Path(path).read_text())["cells"]
@@ -71,10 +87,13 @@ def run_notebooks(
     Args:
         preset: "smoke", "demo" or "full" (see `PRESETS`).
         out_dir: folder for the executed notebooks; it also becomes the
-            notebooks' `RESULTS_DIR` unless `overrides` says otherwise.
+            notebooks' `RESULTS_DIR` unless `overrides` says otherwise. Relative
+            paths (here and in `overrides`) are taken from the project root, so
+            executed notebooks carry no machine paths.
         models: which notebooks to run, in order (`NOTEBOOKS` keys).
-        overrides: parameter values applied last, to every notebook that has
-            that parameter (e.g. `{"DATA_DIR": "data"}`).
+        overrides: parameter values applied last, to each notebook that has
+            that parameter (e.g. `{"DATA_DIR": "data"}`); a name no notebook
+            has is an error.
         log_output: stream cell outputs to the terminal.
 
     Returns:
@@ -87,21 +106,23 @@ def run_notebooks(
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     overrides = {"RESULTS_DIR": str(out_dir), **(overrides or {})}
-    written = []
+    overrides = {k: _from_root(v) if k in _PATH_PARAMETERS else v for k, v in overrides.items()}
     for model in models:
         if model not in NOTEBOOKS:
             raise PCamError(f"unknown notebook {model!r}: use one of {', '.join(NOTEBOOKS)}")
+    known = {model: notebook_parameters(NOTEBOOKS[model]) for model in models}
+    unknown = sorted(set(overrides) - set().union(*known.values()))
+    if unknown:
+        raise PCamError(
+            f"unknown notebook parameter(s) {', '.join(unknown)}; the notebooks take "
+            f"{', '.join(sorted(set().union(*known.values())))}"
+        )
+    written = []
+    for model in models:
         source = NOTEBOOKS[model]
-        known = notebook_parameters(source)
         settings = {**PRESETS[preset]["both"], **PRESETS[preset].get(model, {})}
-        unknown = sorted(set(overrides) - set(known) - {"RESULTS_DIR"})
-        if unknown:
-            raise PCamError(
-                f"unknown notebook parameter(s) {', '.join(unknown)}; "
-                f"{source.name} takes {', '.join(known)}"
-            )
         settings.update(overrides)
-        parameters = {k: v for k, v in settings.items() if k in known}
+        parameters = {k: v for k, v in settings.items() if k in known[model]}
         target = out_dir / source.name
         print(f"running {source.name} ({preset}) -> {target}", flush=True)
         papermill.execute_notebook(
@@ -109,7 +130,7 @@ def run_notebooks(
             str(target),
             parameters=parameters,
             kernel_name="python3",
-            cwd=str(source.parent),
+            cwd=str(PROJ_ROOT),  # relative paths in parameters are from the project root
             progress_bar=False,
             log_output=log_output,
         )

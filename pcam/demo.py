@@ -1,0 +1,47 @@
+"""README command 1: synthetic data, both notebooks, figures and a results table."""
+
+from pathlib import Path
+
+from pcam.errors import PCamError
+from pcam.paths import display_path
+from pcam.spec import DATASET_INFO
+
+DEMO_SIZES = {"train": 4096, "valid": 1024, "test": 1024}
+_TABLE = "# Demo results\n\n<!-- results:start -->\n<!-- results:end -->\n"
+
+
+def run_demo(data_dir: str | Path = "data/synthetic", out_dir: str | Path = "results/demo",
+             weights: str = "imagenet") -> Path:
+    """Make synthetic PCam (once), run both notebooks on it, then build a report.
+
+    Args:
+        data_dir: folder for the synthetic files; made when it holds none.
+        out_dir: executed notebooks, run records, `RESULTS.md` and `images/`.
+        weights: the MobileNet notebook's `WEIGHTS`: "imagenet", "none" or a file.
+
+    Returns:
+        The demo's `RESULTS.md`.
+    """
+    from pcam.notebooks import run_notebooks
+    from pcam.report import build_report
+    from pcam.synthetic import write_synthetic
+
+    data_dir, out_dir = Path(data_dir), Path(out_dir)
+    if not (data_dir / DATASET_INFO).exists():
+        if any(data_dir.glob("*.h5")):
+            raise PCamError(f"{display_path(data_dir)} holds .h5 files that are not synthetic; "
+                            "give the demo another --data-dir")
+        print(f"writing synthetic PCam to {display_path(data_dir)}", flush=True)
+        write_synthetic(data_dir, sizes=DEMO_SIZES, seed=0)
+    notebooks = run_notebooks("demo", out_dir=out_dir,
+                              overrides={"DATA_DIR": str(data_dir), "WEIGHTS": weights})
+    table = out_dir / "RESULTS.md"
+    if not table.exists():
+        table.write_text(_TABLE)
+    build_report(results=out_dir, readme=table, images=out_dir / "images", published_only=False)
+    print("\nDone. Look at:")
+    for path in notebooks:
+        print(f"  {display_path(path)}   (executed notebook)")
+    print(f"  {display_path(table)}   (results table)\n  {display_path(out_dir / 'images')}/   "
+          "(figures)")
+    return table
