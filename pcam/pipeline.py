@@ -105,8 +105,10 @@ def make_dataset(
 
         augmenter = build_augmenter(tuple(augment), seed)
         if augmenter is not None:
-            ds = ds.map(
-                lambda x, y: (augmenter(x), y),
+            # per-batch seeds, new each epoch: reproducible under a parallel map
+            seeds = tf.data.Dataset.random(seed, rerandomize_each_iteration=True).batch(2)
+            ds = tf.data.Dataset.zip(ds, seeds).map(
+                lambda xy, s: (augmenter(xy[0], seed=s), xy[1]),
                 num_parallel_calls=tf.data.AUTOTUNE,
                 deterministic=True,
             )

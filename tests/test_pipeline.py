@@ -135,24 +135,42 @@ def test_bad_arguments(data, kwargs, match):
         make_dataset("valid", data_dir=data, **kwargs)
 
 
-def test_augment_is_applied(data, monkeypatch):
+def test_augment_is_applied_with_per_batch_seeds(data, monkeypatch):
     import sys
     import types
+
+    import tensorflow as tf
 
     calls = []
 
     def build_augmenter(names, seed):
         calls.append((names, seed))
-        return lambda images: 255 - images
+
+        def augment(images, seed):
+            # inverts the batch and writes its seed's parity into channel 2 of pixel [0, 0]
+            out = 255 - images[:, :1, :1, :2]
+            parity = tf.fill(tf.shape(out[..., :1]), tf.cast(seed[0] % 2, tf.uint8))
+            return tf.concat([out, parity], axis=3)
+
+        return augment
 
     monkeypatch.setitem(sys.modules, "pcam.augment",
                         types.SimpleNamespace(build_augmenter=build_augmenter))
-    ds = make_dataset("valid", data_dir=data, batch_size=10, max_samples=10,
-                      augment=["dihedral"], seed=4)
-    images, _ = next(iter(ds))
-    plain, _ = next(iter(make_dataset("valid", data_dir=data, batch_size=10, max_samples=10)))
+    ds = make_dataset("valid", data_dir=data, batch_size=10, augment=["dihedral"], seed=4)
+    plain = make_dataset("valid", data_dir=data, batch_size=10)
     assert calls == [(("dihedral",), 4)]
-    np.testing.assert_array_equal(images.numpy(), 255 - plain.numpy())
+    assert ds.cardinality().numpy() == N // 10
+    first, again = list(ds), list(ds)
+    for (x, _), (p, _) in zip(first, plain, strict=True):
+        np.testing.assert_array_equal(x.numpy()[..., :2], 255 - p.numpy()[:, :1, :1, :2])
+
+    def parities(batches):
+        return [int(x.numpy()[0, 0, 0, 2]) for x, _ in batches]
+
+    assert set(parities(first)) == {0, 1}  # a seed per batch
+    assert parities(first) != parities(again)  # new seeds each epoch
+    repeat = make_dataset("valid", data_dir=data, batch_size=10, augment=["dihedral"], seed=4)
+    assert parities(repeat) == parities(first)  # same seed, same draws
 
 
 @pytest.mark.parametrize(
@@ -178,3 +196,12 @@ def test_every_hdf5_layout_reads_the_same(tmp_path, layout):
     ds = make_dataset("test", data_dir=tmp_path, batch_size=16, max_samples=53, block_size=10)
     images = np.concatenate([x.numpy() for x, _ in ds])
     np.testing.assert_array_equal(images, everything[:53])
+
+
+def test_real_augmenter_keeps_dtype_shape_and_labels(data):
+    pytest.importorskip("pcam.augment")
+    ds = make_dataset("valid", data_dir=data, batch_size=16, max_samples=32,
+                      augment=("dihedral", "hed"), seed=1)
+    (x1, y1), (x2, y2) = list(ds)
+    assert x1.dtype.name == "uint8" and x1.shape == (16, 96, 96, 3) and y1.shape == (16, 1)
+    np.testing.assert_array_equal(np.concatenate([y1, y2])[:, 0], np.arange(32) % 3 == 0)
