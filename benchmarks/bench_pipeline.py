@@ -117,7 +117,9 @@ def _run_child(method: str, args: argparse.Namespace) -> dict | None:
         command += ["--max-samples", str(args.max_samples)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
-        print(f"{method}: failed\n{done.stderr[-2000:]}", file=sys.stderr)
+        noise = ("I0000", "WARNING: All log", "oneDNN", "cuda", "cpu_feature_guard", "To enable")
+        lines = [line for line in done.stderr.splitlines() if not line.startswith(noise)]
+        print(f"{method}: failed\n" + "\n".join(lines[-15:]), file=sys.stderr)
         return None
     return json.loads(done.stdout.strip().splitlines()[-1])
 
