@@ -142,6 +142,8 @@ def read_dataset_info(data_dir: str | os.PathLike | None = None) -> dict:
 
 
 def _open_h5(path: Path) -> h5py.File:
+    if not os.access(path, os.R_OK):
+        raise PCamError(f"cannot read {path}: permission denied; fix its permissions (chmod +r)")
     try:
         return h5py.File(path, "r")
     except OSError as error:
