@@ -28,7 +28,7 @@ def predict_split(model: keras.Model, split, *, max_samples: int | None = None,
     """Predict one split in file order, timing inference.
 
     Args:
-        model: a model taking uint8 patches, one sigmoid output.
+        model: a model taking uint8 patches, one sigmoid output (or its `Predictor`).
         split: a `pcam.h5data.Split`.
         max_samples: score only the first `max_samples` patches (None: all).
         tta: also predict the mean over the 8 dihedral transforms.
@@ -38,27 +38,39 @@ def predict_split(model: keras.Model, split, *, max_samples: int | None = None,
         dict with y_true (uint8), y_prob (float32), y_prob_tta (when tta) and
         inference: seconds, images_per_s (and tta_seconds, tta_images_per_s).
     """
-    from pcam.augment import dihedral_variants
     from pcam.h5data import read_labels
     from pcam.pipeline import make_dataset
 
+    predictor = model if isinstance(model, Predictor) else Predictor(model)
     ds = make_dataset(split, batch_size=batch_size, max_samples=max_samples, cache=False)
     images = ds.map(lambda x, y: x)
-    single = tf.function(lambda x: model(x, training=False))
     out = {}
-    out["y_prob"], seconds = _timed_predict(single, images)
+    out["y_prob"], seconds = _timed_predict(predictor.single, images)
     n = len(out["y_prob"])
     out["y_true"] = read_labels(split)[:n].astype(np.uint8)
     out["inference"] = {"seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1)}
     if tta:
-        def averaged(x):
-            return tf.reduce_mean(tf.stack([model(v, training=False)
-                                            for v in dihedral_variants(x)]), axis=0)
-
-        out["y_prob_tta"], tta_seconds = _timed_predict(tf.function(averaged), images)
+        out["y_prob_tta"], tta_seconds = _timed_predict(predictor.tta, images)
         out["inference"].update(tta_seconds=round(tta_seconds, 4),
                                 tta_images_per_s=round(n / tta_seconds, 1))
     return out
+
+
+class Predictor:
+    """A model's inference functions, traced once and reused for every split."""
+
+    def __init__(self, model: keras.Model):
+        from pcam.augment import dihedral_variants
+
+        spec = [tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8)]
+
+        def tta(x):
+            probs = [model(v, training=False) for v in dihedral_variants(x)]
+            return tf.reduce_mean(tf.stack(probs), axis=0)
+
+        self.model = model
+        self.single = tf.function(lambda x: model(x, training=False), input_signature=spec)
+        self.tta = tf.function(tta, input_signature=spec)
 
 
 def evaluate_after_training(folder: Path, record: dict, splits: dict) -> dict:
@@ -103,7 +115,7 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
     best = folder / record["checkpoints"]["best"]
     if not best.exists():
         raise PCamError(f"{best} is missing; the run saved no checkpoint (train it again)")
-    model = keras.models.load_model(best, compile=False)
+    model = Predictor(keras.models.load_model(best, compile=False))
     start = time.perf_counter()
     (folder / "predictions").mkdir(exist_ok=True)
     order = sorted(splits, key=lambda s: s != "valid")  # valid first: it sets the threshold

@@ -1,0 +1,83 @@
+"""Evaluation: file-order predictions, TTA, threshold from valid, record updates."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+from h5_files import write_pcam
+
+from pcam.errors import PCamError
+from pcam.evaluate import evaluate_run, predict_split
+from pcam.h5data import open_split, read_images, read_labels
+from pcam.models import build_model
+from pcam.records import write_json_atomic
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def model():
+    keras.utils.set_random_seed(0)
+    return build_model("mobilenet", alpha=0.25, weights=None, head_units=(4,), dropout=0.0)
+
+
+@pytest.fixture
+def run_folder(tmp_path, model):
+    folder = tmp_path / "run"
+    (folder / "checkpoints").mkdir(parents=True)
+    model.save(folder / "checkpoints" / "best.keras")
+    record = {"run": "run", "status": "running", "data": {"dir": "<external>/x/y"},
+              "checkpoints": {"best": "checkpoints/best.keras"}, "threshold": None,
+              "metrics": {}, "predictions": {}, "timings": {}}
+    write_json_atomic(folder / "record.json", record)
+    return folder
+
+
+def test_predict_split_file_order_and_tta(model, synthetic_data_dir):
+    split = open_split(synthetic_data_dir, "valid")
+    pred = predict_split(model, split, max_samples=40, tta=True, batch_size=16)
+    images = read_images(split, 0, 40)
+    np.testing.assert_array_equal(pred["y_true"], read_labels(split)[:40])
+    expected = model.predict(images, verbose=0).reshape(-1)
+    np.testing.assert_allclose(pred["y_prob"], expected, rtol=1e-4, atol=1e-6)
+    variants = [np.rot90(v, k, axes=(1, 2)) for v in (images, images[:, :, ::-1]) for k in range(4)]
+    tta = np.mean([model.predict(np.ascontiguousarray(v), verbose=0) for v in variants], axis=0)
+    np.testing.assert_allclose(pred["y_prob_tta"], tta.reshape(-1), rtol=1e-4, atol=1e-6)
+    assert pred["y_prob"].dtype == np.float32 and pred["y_true"].dtype == np.uint8
+    assert pred["inference"]["images_per_s"] > 0 and pred["inference"]["tta_seconds"] > 0
+
+
+def test_evaluate_run_updates_record(run_folder, synthetic_data_dir, tmp_path):
+    record = evaluate_run(run_folder, data_dir=synthetic_data_dir, splits=("test", "valid"))
+    assert json.loads((run_folder / "record.json").read_text()) == record
+    assert record["status"] == "complete" and set(record["metrics"]) == {"valid", "test"}
+    threshold = record["threshold"]
+    assert threshold["split"] == "valid" and "tta_value" in threshold
+    test = record["metrics"]["test"]
+    assert test["single"]["n"] == 256 and test["tta"]["n"] == 256
+    assert test["single"]["at_chosen"]["threshold"] == threshold["value"]
+    assert test["tta"]["at_chosen"]["threshold"] == threshold["tta_value"]
+    saved = np.load(run_folder / record["predictions"]["test"])
+    assert sorted(saved.files) == ["y_prob", "y_prob_tta", "y_true"]
+
+    # Another PCam-layout folder: test only, the threshold stays the one chosen on valid.
+    other = tmp_path / "other"
+    write_pcam(other, "test", n=24)
+    again = evaluate_run(run_folder, data_dir=other, splits=("test",), tta=False)
+    assert again["threshold"] == threshold
+    assert again["metrics"]["test"]["single"]["n"] == 24 and "tta" not in again["metrics"]["test"]
+    assert again["metrics"]["test"]["data_dir"].endswith("other")
+    assert again["metrics"]["valid"] == record["metrics"]["valid"]
+    assert len(np.load(run_folder / "predictions" / "test.npz")["y_prob"]) == 24
+
+
+def test_evaluate_run_needs_a_threshold(run_folder, synthetic_data_dir):
+    with pytest.raises(PCamError, match="no valid threshold .*--split valid test"):
+        evaluate_run(run_folder, data_dir=synthetic_data_dir, splits=("test",), tta=False)
+
+
+def test_evaluate_run_without_checkpoint(run_folder, synthetic_data_dir):
+    (run_folder / "checkpoints" / "best.keras").unlink()
+    with pytest.raises(PCamError, match="best.keras is missing"):
+        evaluate_run(run_folder, data_dir=synthetic_data_dir, splits=("valid",))
