@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--strategy", help="auto, none, mirrored or multiworker")
     p.add_argument("--precision", help="float32, mixed_float16 or mixed_bfloat16")
+    p.add_argument("--schedule", help="cosine (with warm-up), plateau or constant")
+    p.add_argument("--patience", type=int, help="early-stopping patience (epochs, val AUC)")
+    p.add_argument("--finetune-layers", type=int, dest="finetune_layers",
+                   help="top backbone layers unfrozen in phase 2 (default: per backbone)")
+    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
+                   help="also evaluate with 8-fold dihedral test-time augmentation (default on)")
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("evaluate", help="evaluate a run's best checkpoint, update its record")
