@@ -115,8 +115,10 @@ def new_or_resumed_record(folder: Path, config, backbone, data_dir: Path, splits
     """
     settings = _config_dict(config, data_dir)
     path = Path(folder) / RECORD
-    if path.is_file():
-        record = read_record(folder)
+    record = read_record(folder) if path.is_file() else None
+    if record is not None and not record.get("history") and record.get("status") != "complete":
+        record = None  # nothing was trained (e.g. stopped by a bad setting): start afresh
+    if record is not None:
         if record.get("status") == "complete":
             raise PCamError(
                 f"run {config.run} is already complete ({path}); choose another --run name, or "
