@@ -139,6 +139,11 @@ def build_model(
     return keras.Model(inputs, outputs, name=f"pcam_{name}")
 
 
+def check_model_args(name: str, alpha: float = 1.0, weights: str | None = "imagenet") -> None:
+    """Raise `PCamError` for a bad model name, alpha or weights, without building."""
+    _constructor_kwargs(name, get_backbone(name), alpha, weights, (96, 96, 3))
+
+
 def set_phase(model: keras.Model, phase: str, *, finetune_layers: int | None = None) -> int:
     """Set which weights train; compile the model again afterwards.
 
