@@ -80,3 +80,13 @@ def test_environment_info():
     hardware = info["hardware"]
     assert hardware["cpu_count"] >= 1 and hardware["memory_gb"] > 0
     assert isinstance(hardware["gpus"], list) and hardware["cpu"]
+
+
+def test_bad_model_setting_writes_no_record(tmp_path, synthetic_data_dir):
+    from pcam.training import run_training
+
+    config = TrainConfig(model="resnet50", run="r", data_dir=str(synthetic_data_dir),
+                         weights="imagenet")
+    with pytest.raises(PCamError, match="resnet50 is trained from scratch.*--weights none"):
+        run_training(config, results=tmp_path)
+    assert not (tmp_path / "r" / "record.json").exists()
