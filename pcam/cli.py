@@ -74,10 +74,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         for key, value in vars(args).items()
         if key not in ("command", "func") and value is not None
     }
-    if "weights" not in given:  # ImageNet for transfer backbones, none for from-scratch ones
-        from pcam.models import default_weights
+    from pcam.models import default_weights, get_backbone
 
+    if "weights" not in given:  # ImageNet for transfer backbones, none for from-scratch ones
         given["weights"] = default_weights(args.model)
+    if "head_epochs" not in given:  # no head phase from scratch; never more than --epochs
+        scratch = get_backbone(args.model).recipe == "scratch"
+        epochs = given.get("epochs", TrainConfig.epochs)
+        given["head_epochs"] = 0 if scratch else min(TrainConfig.head_epochs, epochs)
     config = TrainConfig.from_dict(given)
     run_training(config)
     return 0
