@@ -10,6 +10,7 @@ Reference:
 
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 
 from pcam.plots_common import new_figure, save_figure
@@ -106,7 +107,7 @@ def select_cases(y_true, y_prob, threshold: float, *, per_case: int = 4,
 
 def plot_gradcam_grid(model, images, y_prob, cases: dict[str, np.ndarray],
                       path: str | Path | None = None, *, title: str = "Grad-CAM",
-                      alpha: float = 0.45):
+                      alpha: float = 0.6):
     """Grad-CAM overlays in a grid: one row per case (TP, FP, FN, TN).
 
     Args:
@@ -116,7 +117,7 @@ def plot_gradcam_grid(model, images, y_prob, cases: dict[str, np.ndarray],
         cases: output of `select_cases`.
         path: PNG file to write, e.g. `images/mobilenet_gradcam.png`; None: do not save.
         title: figure title (e.g. the model and split).
-        alpha: opacity of the heat map over the patch.
+        alpha: opacity of the heat map where it peaks (it fades to clear at 0).
 
     Returns:
         The matplotlib `Figure`.
@@ -134,10 +135,16 @@ def plot_gradcam_grid(model, images, y_prob, cases: dict[str, np.ndarray],
                 ax.axis("off")
                 continue
             ax.imshow(batch[col])
-            ax.imshow(maps[col], cmap="jet", alpha=alpha, vmin=0, vmax=1)
+            # opacity follows the map, so patches without evidence stay readable
+            overlay = matplotlib.colormaps["jet"](maps[col])
+            overlay[..., 3] = alpha * maps[col]
+            ax.imshow(overlay)
             draw_center_box(ax, colour="white")
             ax.set_title(f"p={float(y_prob[index[col]]):.2f}", fontsize=7)
         row[0].axis("on")
+        if not index:
+            row[0].text(0.5, 0.5, "none", transform=row[0].transAxes, ha="center",
+                        color="grey")
         row[0].set_ylabel(f"{case}\n{_CASE_TITLES[case]}", fontsize=7)
     fig.suptitle(f"{title} (red: evidence for tumour; dashed: central 32x32)", fontsize=9)
     fig.tight_layout()

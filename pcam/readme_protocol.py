@@ -49,16 +49,16 @@ def _run_text(record: dict) -> str:
     best_text = f", best valid AUC at epoch {best['epoch']}" if best else ""
     augment = ", ".join(config.get("augment") or []) or "none"
     threshold = record.get("threshold") or {}
-    tta = (f"; TTA threshold {threshold['tta_value']:.3f} by the same rule on valid TTA"
-           if "tta_value" in threshold else "")
+    tta = (f" (TTA: {threshold['tta_value']:.3f})" if "tta_value" in threshold else "")
     extra = ""
     if record.get("model") == "mobilenet":
         extra = f", alpha {config.get('alpha')}, weights {config.get('weights') or 'random'}"
     return (
-        f"- **{record.get('model')}** (run `{record.get('run')}`): {len(history)} epochs run "
+        f"- **{record.get('model')}** (run `{record.get('run')}`): {len(history)} "
+        f"epoch{'s' if len(history) != 1 else ''} run "
         f"({phase_text}) of {config.get('epochs')} planned{best_text}; batch "
         f"{config.get('batch_size')}, augmentation {augment}, seed {config.get('seed')}{extra}; "
-        f"threshold {threshold.get('value', 0.5):.3f} ({threshold.get('rule', 'fixed 0.5')}){tta}; "
+        f"threshold {threshold.get('value', 0.5):.3f}{tta}; "
         f"hardware {_hardware(record)}; data {_splits_text(record)}."
     )
 
@@ -92,15 +92,23 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
         Markdown text.
     """
     labels = sorted({data_label(r) for r in records})
+    evaluated_train = all("train" in (r.get("metrics") or {}) for r in records)
+    train = ("*train*: the training patches evaluated like valid and test (no augmentation)"
+             if evaluated_train else
+             "*train*: Keras' running metrics at the best epoch (augmented batches, threshold "
+             "0.5, no CI)")
+    rules = sorted({(r.get("threshold") or {}).get("rule", "fixed 0.5") for r in records})
     lines = [
         f"**Data:** {'; '.join(labels)}.",
         "",
-        "**Columns.** *train*: Keras' running metrics at the best epoch (augmented batches, "
-        "threshold 0.5, no CI). *valid*: chooses the checkpoint (best valid AUC) and the "
+        f"**Columns.** {train}. *valid*: chooses the checkpoint (best valid AUC) and the "
         "threshold, so it is optimistic. *test*: evaluated once with that checkpoint and "
-        "threshold; *TTA*: mean over the 8 flips/rotations. Accuracy, precision, recall and F1 "
-        "are computed once over all patches of the split at the chosen threshold; ± is the "
-        "half-width of a bootstrap 95% confidence interval over patches.",
+        "threshold; *TTA*: mean over the 8 flips/rotations, with its own threshold chosen the "
+        "same way. Accuracy, precision, recall and F1 are computed once over all patches of the "
+        "split at the chosen threshold; ± is the half-width of a bootstrap 95% confidence "
+        "interval over patches. Inference time is for the whole split on the hardware below.",
+        "",
+        f"**Threshold rule:** {'; '.join(rules)}.",
         "",
     ]
     info = ((records[0].get("data") or {}).get("info") or {}) if records else {}

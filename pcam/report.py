@@ -140,8 +140,9 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]
         if gradcam:
             notes += _checkpoint_figures(run_dir, record, pred, images)
         name = plots.slug(record["model"])
-        if (images / f"{name}_gradcam.png").exists():
-            written.append((f"{record['model']} Grad-CAM", f"{name}_gradcam.png"))
+        for kind, title in (("gradcam", "Grad-CAM"), ("model", "diagram")):
+            if (images / f"{name}_{kind}.png").exists():
+                written.append((f"{record['model']} {title}", f"{name}_{kind}.png"))
     return written, preds, notes
 
 
@@ -180,6 +181,8 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
             protocol_text(records, paired_comparison(preds),
                           [(title, f"{prefix}/{file}") for title, file in written]),
         ])
+        notes += [f"{r['run']}: status {r.get('status')!r}, numbers may be partial"
+                  for r in records if r.get("status") != "complete"]
         for note in notes:
             print(f"note: {note}")
     new = replace_block(text, block, name=display_path(readme))

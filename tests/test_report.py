@@ -70,7 +70,9 @@ def test_table_numbers_are_the_records_numbers(two_runs):
     assert "**Data:** PCam subset (JPEG), not the PCam test split." in block
     assert "**Split mapping:** test: valid; valid: 2,000 held out from train." in block
     assert "McNemar" in block and "p = " in block
-    assert "threshold 0.550 (max balanced accuracy on valid)" in block
+    assert "threshold 0.550;" in block
+    assert "**Threshold rule:** max balanced accuracy on valid." in block
+    assert "Keras' running metrics at the best epoch" in block
 
 
 def test_missing_markers_is_an_error_and_leaves_readme_alone(two_runs):
@@ -166,3 +168,17 @@ def test_data_label(data, expected):
     from pcam.readme_protocol import data_label
 
     assert data_label({"data": data}).startswith(expected)
+
+
+def test_evaluated_train_split_is_used_with_its_ci(tmp_path):
+    results = tmp_path / "results"
+    run_dir = make_run(results, "all", "resnet50", splits=("train", "valid", "test"))
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    build_report(results, readme, tmp_path / "images", gradcam=False)
+    block = _block(readme)
+    cells = parse_table("\n".join(line for line in block.splitlines() if line.startswith("|")))
+    train = json.loads((run_dir / "record.json").read_text())["metrics"]["train"]["single"]
+    f1 = f"{100 * train['at_chosen']['f1']:.1f} ± "
+    assert cells[("F1 (%)", "resnet50 train")].startswith(f1)
+    assert "the training patches evaluated like valid and test" in block
