@@ -146,7 +146,8 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]
     return written, preds, notes
 
 
-def build_report(results=None, readme=None, images=None, *, gradcam: bool = True) -> None:
+def build_report(results=None, readme=None, images=None, *, gradcam: bool = True,
+                 published_only: bool = True) -> None:
     """Rebuild `images/` and the README results block from the published records.
 
     The block between `<!-- results:start -->` and `<!-- results:end -->` is
@@ -159,6 +160,8 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         readme: README to update; default the project's README.md.
         images: figures folder; default `images/`.
         gradcam: also draw Grad-CAM grids and model diagrams (needs checkpoints).
+        published_only: False reports every run in `results` (one per model),
+            for a demo folder with its own README-like file.
 
     Raises:
         PCamError: README or its markers missing; two published runs of one model.
@@ -169,7 +172,7 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         raise PCamError(f"{display_path(readme)} does not exist; give --readme")
     text = readme.read_text()
     replace_block(text, "", name=display_path(readme))  # check the markers before any work
-    rows = published_records(load_records(results))
+    rows = published_records(load_records(results), published_only=published_only)
     if not rows:
         block = _NO_RUNS
     else:

@@ -54,15 +54,21 @@ def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
     return rows
 
 
-def published_records(rows: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = True
+                      ) -> list[tuple[Path, dict]]:
     """The records flagged `"published": true`, one per model, sorted by model name.
 
+    Args:
+        rows: from `load_records`.
+        published_only: False takes every record, flagged or not (the demo's
+            own report, which must never touch the README's published runs).
+
     Raises:
-        PCamError: two published runs of the same model (names both runs).
+        PCamError: two chosen runs of the same model (names both runs).
     """
     chosen: dict[str, tuple[Path, dict]] = {}
     for run_dir, record in rows:
-        if not record.get("published"):
+        if published_only and not record.get("published"):
             continue
         model = record.get("model")
         if model in chosen:
