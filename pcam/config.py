@@ -27,7 +27,8 @@ class TrainConfig:
         epochs: total epochs, >= 1 (for transfer: head epochs + fine-tune epochs).
         head_epochs: epochs of phase 1 (new head on a frozen base); 0 trains
             everything from the start (the from-scratch recipe).
-        batch_size: global batch size, >= 1.
+        batch_size: batch per replica, >= 1 (the whole batch on one device; with R
+            replicas the global batch is R times larger, see `pcam.distribute`).
         max_samples: use at most this many training patches (None: all).
         max_eval_samples: use at most this many valid/test patches (None: all).
         alpha: MobileNet width multiplier (0.25, 0.5, 0.75 or 1.0).

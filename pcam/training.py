@@ -21,7 +21,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pcam import paths
+from pcam import distribute, paths
 from pcam.callbacks import EpochCheckpoints, NaNGuard, RecordHistory
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
@@ -54,12 +54,16 @@ def run_training(
     backbone = get_backbone(config.model)
     if config.run is None:
         config = config.replace(run=f"{config.model}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
-    folder = ensure_writable(paths.results_dir(results) / config.run)
+    # First: a multi-worker strategy must exist before TensorFlow sets up its devices.
+    strategy = distribute.make_strategy(config.strategy)
+    target = paths.results_dir(results) / config.run
+    folder = ensure_writable(distribute.worker_folder(target, strategy))  # chief: target
     data_dir = paths.data_dir(config.data_dir)
     names = [s for s in ("train", "valid", "test") if s in ("train", "valid")
              or s in available_splits(data_dir)]
     splits = {name: open_split(data_dir, name) for name in names}
     record = new_or_resumed_record(folder, config, backbone, data_dir, splits)
+    record["distribution"] = distribute.describe(strategy, config)
     if verbose == "auto":
         verbose = 1 if sys.stdout.isatty() else 2
 
@@ -70,13 +74,17 @@ def run_training(
     keras.config.set_dtype_policy(config.precision)
     start = time.perf_counter()
     try:
-        with _strategy(config.strategy).scope():
-            _train_phases(config, backbone, folder, record, splits, verbose, callbacks)
+        with strategy.scope():
+            scaled = distribute.scale_config(config, strategy.num_replicas_in_sync)
+            _train_phases(scaled, backbone, folder, record, splits, verbose, callbacks, strategy)
     finally:
         keras.config.set_dtype_policy(policy)
         record["timings"]["train_seconds"] += round(time.perf_counter() - start, 3)
         record["timings"]["epoch_seconds"] = [h["seconds"] for h in record["history"]]
         write_record(folder, record)
+    if not distribute.is_chief(strategy):  # evaluation is the chief's alone
+        distribute.remove_worker_folder(folder, strategy)
+        return record
     return evaluate_after_training(folder, record, splits)
 
 
@@ -89,13 +97,15 @@ def plan_phases(config: TrainConfig, recipe: str) -> list[tuple[str, int, int]]:
     return [("head", 0, config.head_epochs), ("finetune", config.head_epochs, config.epochs)]
 
 
-def _train_phases(config, backbone, folder, record, splits, verbose, extra) -> None:
+def _train_phases(config, backbone, folder, record, splits, verbose, extra, strategy) -> None:
     from pcam.pipeline import make_dataset
 
+    # config.batch_size is the global batch here (see pcam.distribute.scale_config).
     train = make_dataset(splits["train"], batch_size=config.batch_size, shuffle=True,
                          seed=config.seed, max_samples=config.max_samples, augment=config.augment)
     valid = make_dataset(splits["valid"], batch_size=config.batch_size,
                          max_samples=config.max_eval_samples)
+    train, valid = (distribute.distribute_input(ds, strategy) for ds in (train, valid))
     steps = math.ceil(record["data"]["splits"]["train"]["n"] / config.batch_size)
     checkpoints = folder / "checkpoints"
     checkpoints.mkdir(exist_ok=True)
@@ -118,6 +128,7 @@ def _train_phases(config, backbone, folder, record, splits, verbose, extra) -> N
                 {"phase": phase, "epochs": [first + 1, end], "trainable_params": trainable,
                  "status": "running"}]
         guard = NaNGuard()
+        distribute.fit_ready(model, strategy)
         model.fit(train, validation_data=valid, initial_epoch=first, epochs=end,
                   shuffle=False,  # the dataset shuffles itself
                   verbose=verbose, callbacks=_callbacks(config, folder, record, phase, guard,
@@ -189,12 +200,3 @@ def _fail_on_nan(folder: Path, record: dict, failed_at: dict) -> None:
     record["status"], record["error"] = "failed", message
     write_record(folder, record)
     raise PCamError(message)
-
-
-def _strategy(name: str) -> tf.distribute.Strategy:
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "mirrored" or (name == "auto" and len(gpus) > 1):
-        return tf.distribute.MirroredStrategy()
-    if name == "multiworker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
