@@ -101,8 +101,11 @@ def _train_phases(config, backbone, folder, record, splits, verbose, extra, stra
     from pcam.pipeline import make_dataset
 
     # config.batch_size is the global batch here (see pcam.distribute.scale_config).
+    # Several replicas: drop the last partial batch, which could leave a replica an empty
+    # batch (BatchNorm statistics of nothing); shuffling drops different patches each epoch.
     train = make_dataset(splits["train"], batch_size=config.batch_size, shuffle=True,
-                         seed=config.seed, max_samples=config.max_samples, augment=config.augment)
+                         seed=config.seed, max_samples=config.max_samples, augment=config.augment,
+                         drop_remainder=strategy.num_replicas_in_sync > 1)
     valid = make_dataset(splits["valid"], batch_size=config.batch_size,
                          max_samples=config.max_eval_samples)
     train, valid = (distribute.distribute_input(ds, strategy) for ds in (train, valid))
