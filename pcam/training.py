@@ -25,7 +25,7 @@ from pcam import distribute, paths
 from pcam.callbacks import EpochCheckpoints, NaNGuard, RecordHistory
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
-from pcam.models import build_model, get_backbone, set_phase
+from pcam.models import build_model, check_model_args, get_backbone, set_phase
 from pcam.records import ensure_writable, new_or_resumed_record, write_record
 
 
@@ -52,6 +52,7 @@ def run_training(
     from pcam.h5data import available_splits, open_split
 
     backbone = get_backbone(config.model)
+    check_model_args(config.model, config.alpha, config.weights)  # before any file is written
     if config.run is None:
         config = config.replace(run=f"{config.model}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}")
     # First: a multi-worker strategy must exist before TensorFlow sets up its devices.
@@ -77,6 +78,10 @@ def run_training(
         with strategy.scope():
             scaled = distribute.scale_config(config, strategy.num_replicas_in_sync)
             _train_phases(scaled, backbone, folder, record, splits, verbose, callbacks, strategy)
+    except Exception as error:
+        if record["status"] == "running":  # a kill or Ctrl-C leaves "running": resumable
+            record["status"], record["error"] = "failed", f"{type(error).__name__}: {error}"
+        raise
     finally:
         keras.config.set_dtype_policy(policy)
         record["timings"]["train_seconds"] += round(time.perf_counter() - start, 3)
