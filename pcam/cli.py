@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weights", help="imagenet, none, or a path to a weights file")
     p.add_argument("--learning-rate", type=float, dest="learning_rate")
     p.add_argument("--finetune-learning-rate", type=float, dest="finetune_learning_rate")
-    p.add_argument("--augment", help="comma-separated: dihedral,shift,hed,brightness_contrast or none")
+    p.add_argument("--augment",
+                   help="comma-separated: dihedral,shift,hed,brightness_contrast, or none")
     p.add_argument("--seed", type=int)
     p.add_argument("--deterministic", action="store_true", default=None)
     p.add_argument("--strategy", help="auto, none, mirrored or multiworker")
@@ -218,7 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-output", action="store_true", help="stream cell outputs")
     p.set_defaults(func=_cmd_notebooks)
 
-    p = commands.add_parser("demo", help="synthetic data + both notebooks + report (README command 1)")
+    p = commands.add_parser("demo",
+                            help="synthetic data + both notebooks + report (README command 1)")
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--out", default="results/demo")
     p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")

@@ -117,7 +117,8 @@ class TrainConfig:
         unknown = sorted(set(values) - known)
         if unknown:
             raise PCamError(
-                f"unknown setting(s) {', '.join(unknown)}; known settings: {', '.join(sorted(known))}"
+                f"unknown setting(s) {', '.join(unknown)}; "
+                f"known settings: {', '.join(sorted(known))}"
             )
         return cls(**values)
 
