@@ -15,6 +15,11 @@ import tensorflow as tf
 from pcam.h5data import Split, read_block, read_labels
 from pcam.spec import PATCH_SHAPE, SPEC
 
+# h5py <= 3.14 does not take its global lock ("phil") in read_direct_chunk
+# (fixed in h5py PR #2764); concurrent calls from tf.data threads then fail or
+# hang inside HDF5, so take that lock here. It is reentrant: newer h5py is fine.
+_H5_LOCK = getattr(h5py._objects, "phil", None) or threading.RLock()
+
 
 class BlockReader:
     """Reads block `i` of the used range; one h5py handle, opened on first use.
@@ -74,7 +79,8 @@ class BlockReader:
         images = np.empty((stop - start, *PATCH_SHAPE), dtype=np.uint8)
         for row in range(start, stop, self.rows):
             try:
-                mask, raw = x.id.read_direct_chunk((row, 0, 0, 0))
+                with _H5_LOCK:
+                    mask, raw = x.id.read_direct_chunk((row, 0, 0, 0))
                 data = raw if mask & 1 else zlib.decompress(raw)  # bit 0: gzip skipped
                 chunk = np.frombuffer(data, np.uint8).reshape(self.rows, *PATCH_SHAPE)
             except (OSError, KeyError, ValueError, zlib.error):
