@@ -157,6 +157,8 @@ def _config_dict(config, data_dir: Path) -> dict:
 
     settings = config.to_dict()
     settings["data_dir"] = display_path(data_dir)
+    if settings["weights"] not in (None, "imagenet"):
+        settings["weights"] = display_path(settings["weights"])  # no machine paths in records
     return settings
 
 
