@@ -80,6 +80,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; records are ordinary files
         os.replace(temp, path)
     except BaseException as error:
         Path(temp).unlink(missing_ok=True)
@@ -88,6 +89,12 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
             raise PCamError(message) from error
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def read_record(run: str | os.PathLike, results: str | os.PathLike | None = None) -> dict:
