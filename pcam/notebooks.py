@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT
+from pcam.paths import PROJ_ROOT, display_path
 
 NOTEBOOKS = {
     "mobilenet": PROJ_ROOT / "notebooks" / "01_mobilenet_transfer.ipynb",
@@ -127,6 +127,7 @@ def run_notebooks(
         parameters = {k: v for k, v in settings.items() if k in known[model]}
         target = out_dir / source.name
         print(f"running {source.name} ({preset}) -> {target}", flush=True)
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: no C++ info logs
         papermill.execute_notebook(
             str(source),
             str(target),
@@ -136,5 +137,18 @@ def run_notebooks(
             progress_bar=False,
             log_output=log_output,
         )
+        _strip_machine_paths(target)
         written.append(target)
     return written
+
+
+def _strip_machine_paths(path: Path) -> None:
+    """Rewrite papermill's absolute input/output paths in an executed notebook as relative ones."""
+    import nbformat
+
+    nb = nbformat.read(path, as_version=4)
+    meta = nb.metadata.get("papermill", {})
+    for key in ("input_path", "output_path"):
+        if meta.get(key):
+            meta[key] = display_path(meta[key])
+    nbformat.write(nb, path)
