@@ -127,7 +127,7 @@ def run_notebooks(
         parameters = {k: v for k, v in settings.items() if k in known[model]}
         target = out_dir / source.name
         print(f"running {source.name} ({preset}) -> {target}", flush=True)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # the kernel inherits it: no C++ info logs
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the kernel
         papermill.execute_notebook(
             str(source),
             str(target),
