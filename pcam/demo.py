@@ -7,6 +7,17 @@ from pcam.paths import display_path
 from pcam.spec import DATASET_INFO
 
 DEMO_SIZES = {"train": 4096, "valid": 1024, "test": 1024}
+def _fetch_imagenet_weights(alpha: float) -> None:
+    """Download (or find in Keras' cache) the ImageNet weights before any notebook runs.
+
+    Offline this raises the `PCamError` that names `--weights PATH` at once,
+    instead of a failed notebook cell minutes later.
+    """
+    from pcam.models import build_model
+
+    build_model("mobilenet", alpha=alpha, weights="imagenet")
+
+
 _TABLE = "# Demo results\n\n<!-- results:start -->\n<!-- results:end -->\n"
 
 
@@ -22,11 +33,16 @@ def run_demo(data_dir: str | Path = "data/synthetic", out_dir: str | Path = "res
     Returns:
         The demo's `RESULTS.md`.
     """
-    from pcam.notebooks import run_notebooks
+    from pcam.models import check_model_args
+    from pcam.notebooks import PRESETS, run_notebooks
     from pcam.report import build_report
     from pcam.synthetic import write_synthetic
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
+    alpha = PRESETS["demo"]["mobilenet"]["ALPHA"]
+    check_model_args("mobilenet", alpha=alpha, weights=None if weights == "none" else weights)
+    if weights == "imagenet":
+        _fetch_imagenet_weights(alpha)
     if not (data_dir / DATASET_INFO).exists():
         if any(data_dir.glob("*.h5")):
             raise PCamError(f"{display_path(data_dir)} holds .h5 files that are not synthetic; "

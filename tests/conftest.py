@@ -27,3 +27,9 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("synthetic")
     write_synthetic(folder, sizes={"train": 512, "valid": 256, "test": 256}, seed=0)
     return folder
+
+
+@pytest.fixture(scope="session")
+def shared_dir_or_none() -> Path | None:
+    """`../shared` when present, else None (for tests that run either way)."""
+    return SHARED if (SHARED / "PCAM.md").exists() else None
