@@ -9,6 +9,7 @@ unknown names are checked here against the notebook's parameters cell.
 import ast
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -137,13 +138,24 @@ def run_notebooks(
             progress_bar=False,
             log_output=log_output,
         )
-        _strip_machine_paths(target)
+        tidy_executed(target)
         written.append(target)
     return written
 
 
-def _strip_machine_paths(path: Path) -> None:
-    """Rewrite papermill's absolute input/output paths in an executed notebook as relative ones."""
+# TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl), which reach stderr
+# before any Python setting can silence them.
+_TF_LOG = re.compile(r"^([IWE]\d{4} |WARNING: All log messages before absl|To enable the following "
+                     r"instructions|$)")
+
+
+def tidy_executed(path: Path) -> None:
+    """Make an executed notebook fit to commit.
+
+    papermill's absolute input/output paths become project-relative, and stderr
+    outputs made only of TensorFlow's C++ start-up logs are dropped; every
+    other output stays as the run produced it.
+    """
     import nbformat
 
     nb = nbformat.read(path, as_version=4)
@@ -151,4 +163,12 @@ def _strip_machine_paths(path: Path) -> None:
     for key in ("input_path", "output_path"):
         if meta.get(key):
             meta[key] = display_path(meta[key])
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not _is_tf_log(o)]
     nbformat.write(nb, path)
+
+
+def _is_tf_log(output) -> bool:
+    return (output.get("output_type") == "stream" and output.get("name") == "stderr"
+            and all(_TF_LOG.match(line) for line in output.get("text", "").splitlines()))
