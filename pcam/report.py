@@ -110,10 +110,29 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     return notes
 
 
+def _data_figures(record: dict, images: Path) -> list[str]:
+    """Patches of each class and one patch under each augmentation, from a run's train split."""
+    from pcam.h5data import open_split, read_images, read_labels
+
+    try:
+        split = open_split(_data_dir(record, "train"), "train")
+    except PCamError as error:
+        return [f"sample and augmentation figures skipped ({error})"]
+    plots.plot_sample_grid(read_images(split, 0, 256), read_labels(split)[:256],
+                           images / "samples.png")
+    plots.plot_augmentations(read_images(split, 0, 1)[0], images / "augmentations.png", seed=0)
+    return []
+
+
 def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]], list, list]:
     """Write every figure; return (title, file name) pairs, eval predictions, notes."""
     records = [record for _, record in rows]
     written, notes = [], []
+    if gradcam:  # like Grad-CAM, these need the data, not only the records
+        notes += _data_figures(records[0], images)
+    for title, file in (("sample patches", "samples.png"), ("augmentations", "augmentations.png")):
+        if (images / file).exists():
+            written.append((title, file))
     for record in records:
         name = plots.slug(record["model"])
         if record.get("history"):
