@@ -18,26 +18,13 @@ passes; peak RSS is the process's maximum resident set (ru_maxrss).
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+from common import peak_rss_mb, time_repeats  # also puts pcam on sys.path
+
 METHODS = ("stream", "stream+augment", "per-sample", "in-memory")
-
-
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _passes(run_pass, repeats: int) -> list[float]:
-    seconds = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        run_pass()
-        seconds.append(time.perf_counter() - start)
-    return seconds
 
 
 def _child(args: argparse.Namespace) -> dict:
@@ -52,7 +39,7 @@ def _child(args: argparse.Namespace) -> dict:
 
     split = open_split(args.data_dir, args.split)
     n = split.length if args.max_samples is None else min(args.max_samples, split.length)
-    baseline_mb = _peak_rss_mb()
+    baseline_mb = peak_rss_mb()
     method = args.child
 
     if method.startswith("stream"):
@@ -98,13 +85,13 @@ def _child(args: argparse.Namespace) -> dict:
     else:
         raise ValueError(f"unknown method {method!r}; use one of {METHODS}")
 
-    seconds = _passes(run_pass, args.repeats)
+    seconds = time_repeats(run_pass, args.repeats, warmup=0)
     return {
         "method": method,
         "n": n,
         "seconds": seconds,
         "images_per_s": n / float(np.median(seconds)),
-        "peak_rss_mb": _peak_rss_mb(),
+        "peak_rss_mb": peak_rss_mb(),
         "rss_after_imports_mb": baseline_mb,
     }
 
@@ -160,5 +147,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     sys.exit(main())
