@@ -78,7 +78,10 @@ def evaluate_after_training(folder: Path, record: dict, splits: dict) -> dict:
     config = record["config"]
     caps = {"train": min(config["max_samples"] or TRAIN_EVAL_CAP, TRAIN_EVAL_CAP)}
     caps.update({name: config["max_eval_samples"] for name in ("valid", "test")})
-    return _evaluate(folder, record, splits, caps, tta=config["tta"], data_dir=None)
+    record = _evaluate(folder, record, splits, caps, tta=config["tta"], data_dir=None)
+    record["status"] = "complete"
+    write_record(folder, record)
+    return record
 
 
 def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = True) -> dict:
@@ -93,7 +96,8 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
         tta: also score 8-fold dihedral test-time augmentation.
 
     Returns:
-        The updated record; each scored split notes its data folder.
+        The updated record; each scored split notes its data folder. Its
+        status is left as it was: scoring does not finish an interrupted run.
     """
     from pcam.h5data import open_split
 
@@ -110,7 +114,7 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
               data_dir) -> dict:
-    from pcam.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
+    from pcam.metrics import THRESHOLD_RULE, choose_threshold
 
     best = folder / record["checkpoints"]["best"]
     if not best.exists():
@@ -131,27 +135,43 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
         if not record.get("threshold"):
             raise PCamError(f"no valid threshold in {folder / 'record.json'}; "
                             f"evaluate with --split valid {name}")
-        threshold = record["threshold"]
-        entry = {"single": evaluate_predictions(pred["y_true"], pred["y_prob"],
-                                                threshold["value"]),
-                 "inference": pred["inference"]}
-        if "y_prob_tta" in pred:
-            t = threshold.get("tta_value", threshold["value"])
-            entry["tta"] = evaluate_predictions(pred["y_true"], pred["y_prob_tta"], t)
+        entry = {**_score(pred, record["threshold"]), "inference": pred["inference"]}
         if data_dir is not None:
             entry["data_dir"] = paths.display_path(data_dir)
         record["metrics"][name] = entry
         record["predictions"][name] = _save_predictions(folder, name, pred)
+    if "valid" in splits:
+        # A new threshold: score the other splits' saved predictions again with it,
+        # so every column of the record uses the same threshold.
+        for name in sorted(set(record["predictions"]) - set(splits)):
+            with np.load(folder / record["predictions"][name]) as saved:
+                pred = {key: saved[key] for key in saved.files}
+            record["metrics"][name].update(_score(pred, record["threshold"]))
     record["timings"]["evaluate_seconds"] = round(time.perf_counter() - start, 3)
-    record["status"] = "complete"
     write_record(folder, record)
     return record
 
 
+def _score(pred: dict, threshold: dict) -> dict:
+    """Whole-split metrics of single-pass (and TTA) predictions at the valid thresholds."""
+    from pcam.metrics import evaluate_predictions
+
+    scores = {"single": evaluate_predictions(pred["y_true"], pred["y_prob"], threshold["value"])}
+    if "y_prob_tta" in pred:
+        tta = evaluate_predictions(pred["y_true"], pred["y_prob_tta"],
+                                   threshold.get("tta_value", threshold["value"]))
+        if "tta_value" not in threshold:
+            tta["notes"] = [*tta.get("notes", []), "threshold of the single pass: valid was "
+                            "scored without TTA"]
+        scores["tta"] = tta
+    return scores
+
+
 def _timed_predict(fn, images: tf.data.Dataset) -> tuple[np.ndarray, float]:
-    # Trace once on the first batch so that timing measures inference, not tracing.
-    for batch in images.take(1):
-        fn(batch)
+    # Trace once on a dummy batch so that timing measures inference, not tracing. (Not
+    # on `images.take(1)`: dropping a tf.data iterator mid-stream can deadlock with the
+    # pipeline's Python block reader.)
+    fn(tf.zeros([1, *images.element_spec.shape[1:]], images.element_spec.dtype))
     start = time.perf_counter()
     probs = [fn(batch) for batch in images]
     probs = np.concatenate([keras.ops.convert_to_numpy(p) for p in probs]).reshape(-1)
