@@ -8,7 +8,7 @@ DEMO_OUT ?= results/demo
 # "none", or a path to a weights file.
 WEIGHTS ?= imagenet
 
-.PHONY: setup demo test lint full clean-demo
+.PHONY: setup demo test lint clean-demo
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -31,7 +31,7 @@ test: setup
 	$(BIN)/python -m pytest -q
 
 lint: setup
-	$(BIN)/ruff check pcam tests benchmarks
+	$(BIN)/ruff check pcam tests benchmarks notebooks
 
 clean-demo:
 	rm -rf $(DEMO_OUT) $(DEMO_DATA)

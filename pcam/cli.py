@@ -193,6 +193,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="top backbone layers unfrozen in phase 2 (default: per backbone)")
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
                    help="also evaluate with 8-fold dihedral test-time augmentation (default on)")
+    p.add_argument("--head-units", type=_positive_int, nargs="+", dest="head_units",
+                   help="sizes of the new dense layers before the sigmoid (default: 128)")
+    p.add_argument("--dropout", type=float, help="dropout before each dense layer, in [0, 1)")
+    p.add_argument("--warmup-epochs", type=int, dest="warmup_epochs",
+                   help="linear warm-up epochs of the cosine schedule")
+    p.add_argument("--published", action="store_true", default=None,
+                   help="put this run in the README table (`python -m pcam report`)")
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("evaluate", help="evaluate a run's best checkpoint, update its record")

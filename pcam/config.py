@@ -36,13 +36,14 @@ class TrainConfig:
         head_units: sizes of the new dense layers before the sigmoid.
         dropout: dropout rate before each dense layer, in [0, 1).
         learning_rate: phase-1 (or from-scratch) peak learning rate, > 0.
-        finetune_learning_rate: phase-2 learning rate, 10-100x below learning_rate.
+        finetune_learning_rate: phase-2 learning rate, 10-100x below learning_rate
+            (default 10x).
         finetune_layers: how many top layers of the base to unfreeze in phase 2
             (BatchNorm layers stay frozen); None uses the backbone's default.
         schedule: "cosine" (with warm-up), "plateau" or "constant".
         warmup_epochs: linear warm-up epochs for the cosine schedule.
         patience: early-stopping patience in epochs, on validation AUC.
-        augment: training augmentations, any of `AUGMENTATIONS`.
+        augment: training augmentations, any of `AUGMENTATIONS` (default: all).
         tta: also evaluate with 8-fold dihedral test-time augmentation.
         seed: seed for weights, shuffling and augmentation.
         deterministic: switch on TensorFlow op determinism (slower).
@@ -64,12 +65,12 @@ class TrainConfig:
     head_units: tuple[int, ...] = (128,)
     dropout: float = 0.5
     learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-5
+    finetune_learning_rate: float = 1e-4
     finetune_layers: int | None = None
     schedule: str = "cosine"
     warmup_epochs: int = 1
     patience: int = 5
-    augment: tuple[str, ...] = ("dihedral", "shift")
+    augment: tuple[str, ...] = AUGMENTATIONS
     tta: bool = True
     seed: int = 0
     deterministic: bool = False

@@ -1,12 +1,15 @@
 """README command 1: synthetic data, both notebooks, figures and a results table."""
 
+import shutil
 from pathlib import Path
 
 from pcam.errors import PCamError
 from pcam.paths import display_path
 from pcam.spec import DATASET_INFO
 
-DEMO_SIZES = {"train": 4096, "valid": 1024, "test": 1024}
+_TABLE = "# Demo results\n\n<!-- results:start -->\n<!-- results:end -->\n"
+
+
 def _fetch_imagenet_weights(alpha: float) -> None:
     """Download (or find in Keras' cache) the ImageNet weights before any notebook runs.
 
@@ -16,9 +19,6 @@ def _fetch_imagenet_weights(alpha: float) -> None:
     from pcam.models import build_model
 
     build_model("mobilenet", alpha=alpha, weights="imagenet")
-
-
-_TABLE = "# Demo results\n\n<!-- results:start -->\n<!-- results:end -->\n"
 
 
 def run_demo(data_dir: str | Path = "data/synthetic", out_dir: str | Path = "results/demo",
@@ -48,7 +48,10 @@ def run_demo(data_dir: str | Path = "data/synthetic", out_dir: str | Path = "res
             raise PCamError(f"{display_path(data_dir)} holds .h5 files that are not synthetic; "
                             "give the demo another --data-dir")
         print(f"writing synthetic PCam to {display_path(data_dir)}", flush=True)
-        write_synthetic(data_dir, sizes=DEMO_SIZES, seed=0)
+        write_synthetic(data_dir, seed=0)  # the generator's default sizes
+    for preset in PRESETS["demo"].values():  # a rerun starts afresh: demo runs are scratch
+        if "RUN" in preset:
+            shutil.rmtree(out_dir / preset["RUN"], ignore_errors=True)
     notebooks = run_notebooks("demo", out_dir=out_dir,
                               overrides={"DATA_DIR": str(data_dir), "WEIGHTS": weights})
     table = out_dir / "RESULTS.md"

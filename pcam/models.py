@@ -206,10 +206,10 @@ def _make_base(name: str, backbone: Backbone, kwargs: dict, weights) -> keras.Mo
         if weights == "imagenet" and _is_download_failure(error):
             raise PCamError(
                 f"could not download the ImageNet weights for {name} ({error}). Offline, "
-                f"pass a local file with --weights PATH (e.g. "
-                f"../shared/weights/imagenet-mobilenet-v1/mobilenet_v1_0.25_imagenet_no_top.h5 "
-                f"for --alpha 0.25; files exist for alpha 0.25, 0.5 and 0.75) or train "
-                f"from random weights with --weights none"
+                f"pass a local no-top weights file of the same alpha with --weights PATH "
+                f"(notebook: WEIGHTS = PATH; e.g. Keras' mobilenet_<alpha>_224_tf_no_top.h5 "
+                f"copied from a machine with internet, where it lies in ~/.keras/models) or "
+                f"train from random weights with --weights none"
             ) from error
         if weights not in ("imagenet", None) and isinstance(error, ValueError):
             raise PCamError(_mismatch_message(name, kwargs.get("alpha"), weights, error)) from error

@@ -23,12 +23,15 @@ def data_label(record: dict) -> str:
 
 
 def _splits_text(record: dict) -> str:
+    """Patches per split: those scored (from the metrics) where a split was scored."""
     splits = (record.get("data") or {}).get("splits") or {}
+    metrics = record.get("metrics") or {}
     parts = []
     for name in ("train", "valid", "test"):
-        if name in splits:
-            s = splits[name]
-            parts.append(f"{name} {s['n']:,} ({s.get('positives', 0):,} positive)")
+        s = (metrics.get(name) or {}).get("single") or splits.get(name)
+        if s:
+            scored = " scored" if name in metrics else ""
+            parts.append(f"{name} {s['n']:,}{scored} ({s.get('positives', 0):,} positive)")
     return ", ".join(parts) or "unknown"
 
 
@@ -93,7 +96,8 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
     """
     labels = sorted({data_label(r) for r in records})
     evaluated_train = all("train" in (r.get("metrics") or {}) for r in records)
-    train = ("*train*: the training patches evaluated like valid and test (no augmentation)"
+    train = ("*train*: the first training patches of the file (N below) evaluated like "
+             "valid and test, without augmentation"
              if evaluated_train else
              "*train*: Keras' running metrics at the best epoch (augmented batches, threshold "
              "0.5, no CI)")
@@ -106,7 +110,8 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
         "threshold; *TTA*: mean over the 8 flips/rotations, with its own threshold chosen the "
         "same way. Accuracy, precision, recall and F1 are computed once over all patches of the "
         "split at the chosen threshold; ± is the half-width of a bootstrap 95% confidence "
-        "interval over patches. Inference time is for the whole split on the hardware below.",
+        "interval over patches. Inference time is for the patches scored (N below) on the "
+        "hardware below.",
         "",
         f"**Threshold rule:** {'; '.join(rules)}.",
         "",

@@ -16,15 +16,9 @@ from pcam.readme_protocol import protocol_text
 from pcam.readme_table import replace_block, results_table
 from pcam.report_inputs import load_predictions, load_records, published_records
 
-_NO_RUNS = ("No published run yet. Train with `published: true` in the run's settings (or "
-            "set it in `results/<run>/record.json`), then run `python -m pcam report`.")
-
-
-def _first(mapping: dict, *keys):
-    for key in keys:
-        if key in mapping:
-            return mapping[key]
-    raise KeyError(f"none of {keys} in {sorted(mapping)}")
+_NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHED = True`; or "
+            "set `\"published\": true` in `results/<run>/record.json`), then run "
+            "`python -m pcam report`.")
 
 
 def paired_comparison(preds: list, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
@@ -36,28 +30,25 @@ def paired_comparison(preds: list, *, n_boot: int = 1000, seed: int = 0) -> dict
 
     Returns:
         {"split", "models", "n", "mcnemar_p", "auc_difference", "auc_ci"}, or
-        {"note": why not} when the patches differ or pcam.stats is missing; None
-        for fewer than two runs.
+        {"note": why not} when the patches differ or hold one class; None for
+        fewer than two runs.
     """
     if len(preds) != 2:
         return None
     a, b = preds
     if a.y_true.shape != b.y_true.shape or (a.y_true != b.y_true).any():
         return {"note": f"not computed: {a.run} and {b.run} were evaluated on different patches."}
-    try:
-        from pcam.stats import mcnemar, paired_auc_difference
+    from pcam.stats import mcnemar, paired_auc_difference
 
-        correct_a = (a.y_prob >= a.threshold) == a.y_true.astype(bool)
-        correct_b = (b.y_prob >= b.threshold) == b.y_true.astype(bool)
-        test = mcnemar(correct_a, correct_b)
-        diff = paired_auc_difference(a.y_true, a.y_prob, b.y_prob, n_boot, seed)
-        return {"split": a.split, "models": [a.model, b.model], "n": int(a.y_true.size),
-                "mcnemar_p": float(_first(test, "p_value", "pvalue", "p")),
-                "auc_difference": float(_first(diff, "difference", "diff", "auc_difference",
-                                               "delta")),
-                "auc_ci": [float(v) for v in _first(diff, "ci", "ci95", "interval")]}
-    except (ImportError, KeyError) as error:
-        return {"note": f"not computed ({error})."}
+    correct_a = (a.y_prob >= a.threshold) == a.y_true.astype(bool)
+    correct_b = (b.y_prob >= b.threshold) == b.y_true.astype(bool)
+    test = mcnemar(correct_a, correct_b)
+    diff = paired_auc_difference(a.y_true, a.y_prob, b.y_prob, n_boot, seed)
+    if diff["ci"] is None:
+        return {"note": f"not computed: the {a.split} split holds one class only."}
+    return {"split": a.split, "models": [a.model, b.model], "n": int(a.y_true.size),
+            "mcnemar_p": float(test["p_value"]), "auc_difference": float(diff["diff"]),
+            "auc_ci": [float(v) for v in diff["ci"]]}
 
 
 def _data_dir(record: dict, split: str) -> Path:

@@ -5,6 +5,7 @@ The notebooks' conclusions must not hold typed numbers: they call
 `comparison()` for the paired test of two runs.
 """
 
+from collections import Counter
 from pathlib import Path
 
 from pcam.readme_protocol import data_label
@@ -37,13 +38,13 @@ def conclusion(record: dict) -> str:
     metrics = record["metrics"][split]
     single = metrics["single"]
     config = record["config"]
-    phases = ", ".join(f"{p['phase']} {p['epochs'][1] - p['epochs'][0] + 1}"
-                       for p in record.get("phases", []))
+    counts = Counter(h["phase"] for h in record.get("history", []))
+    phases = ", ".join(f"{phase} {n}" for phase, n in counts.items())
     best = best_epoch(record) or {}
     threshold = record.get("threshold") or {}
     minutes = (record.get("timings") or {}).get("train_seconds", 0) / 60
     lines = [
-        f"**{record['run']}** ({record['model']}, weights: {config.get('weights') or 'none'}) "
+        f"**{record['run']}** ({record['model']}, weights: {config.get('weights') or 'random'}) "
         f"trained {len(record.get('history', []))} epochs ({phases}) in {minutes:.1f} min on "
         f"{data_label(record)}; the best validation AUC came at epoch {best.get('epoch', '?')}.",
         "",

@@ -181,4 +181,4 @@ def test_evaluated_train_split_is_used_with_its_ci(tmp_path):
     train = json.loads((run_dir / "record.json").read_text())["metrics"]["train"]["single"]
     f1 = f"{100 * train['at_chosen']['f1']:.1f} ± "
     assert cells[("F1 (%)", "resnet50 train")].startswith(f1)
-    assert "the training patches evaluated like valid and test" in block
+    assert "the first training patches of the file (N below) evaluated like valid and test" in block
