@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 
 import pytest
 
@@ -97,3 +98,15 @@ def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_pat
                                                            "Epoch 1/2\n"]
     assert tidied.metadata["papermill"] == {"input_path": "notebooks/x.ipynb",
                                             "output_path": "results/x.ipynb"}
+def test_report_reproduces_committed_readme(tmp_path):
+    """`python -m pcam report` on the committed records gives the committed README."""
+    from pcam.report import build_report
+
+    readme = tmp_path / "README.md"
+    shutil.copy(PROJ_ROOT / "README.md", readme)
+    shutil.copytree(PROJ_ROOT / "images", tmp_path / "images")
+    build_report(results=PROJ_ROOT / "results", readme=readme, images=tmp_path / "images",
+                 gradcam=False)
+    assert readme.read_text() == (PROJ_ROOT / "README.md").read_text()
+
+
