@@ -4,7 +4,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-from sklearn.metrics import auc, precision_recall_curve, roc_curve
+from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
 from pcam.calibration import expected_calibration_error, reliability_curve
 from pcam.plots_common import CLASS_NAMES, model_colour, new_figure, save_figure
@@ -44,12 +44,12 @@ def plot_roc_pr(preds: Sequence[Predictions], path: str | Path | None = None):
         for suffix, prob, numbers in _variants(p):
             style = ":" if suffix else "-"
             fpr, tpr, _ = roc_curve(p.y_true, prob)
-            roc_auc = numbers.get("roc_auc", auc(fpr, tpr))
+            roc_auc = numbers.get("roc_auc") or auc(fpr, tpr)
             ax_roc.plot(fpr, tpr, style, color=colour, label=f"{p.model}{suffix} AUC {roc_auc:.3f}")
             precision, recall, _ = precision_recall_curve(p.y_true, prob)
-            pr_auc = numbers.get("pr_auc", auc(recall, precision))
+            pr_auc = numbers.get("pr_auc") or average_precision_score(p.y_true, prob)
             ax_pr.plot(recall, precision, style, color=colour,
-                       label=f"{p.model}{suffix} AUC {pr_auc:.3f}")
+                       label=f"{p.model}{suffix} AP {pr_auc:.3f}")
     ax_roc.plot([0, 1], [0, 1], color="lightgrey", lw=1, label="chance")
     ax_roc.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     base = float(np.mean(preds[0].y_true))
