@@ -114,6 +114,8 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
               data_dir) -> dict:
+    from pcam.environment import hardware_info
+    from pcam.h5data import read_dataset_info
     from pcam.metrics import THRESHOLD_RULE, choose_threshold
 
     best = folder / record["checkpoints"]["best"]
@@ -136,8 +138,11 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
             raise PCamError(f"no valid threshold in {folder / 'record.json'}; "
                             f"evaluate with --split valid {name}")
         entry = {**_score(pred, record["threshold"]), "inference": pred["inference"]}
-        if data_dir is not None:
-            entry["data_dir"] = paths.display_path(data_dir)
+        if data_dir is not None:  # scored outside training: say on what data and hardware
+            info = read_dataset_info(data_dir)
+            entry.update(data_dir=paths.display_path(data_dir),
+                         data_label=info.get("label") or info.get("source"),
+                         hardware=hardware_info())
         record["metrics"][name] = entry
         record["predictions"][name] = _save_predictions(folder, name, pred)
     if "valid" in splits:

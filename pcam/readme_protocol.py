@@ -36,7 +36,10 @@ def _splits_text(record: dict) -> str:
 
 
 def _hardware(record: dict) -> str:
-    hw = (record.get("environment") or {}).get("hardware") or {}
+    return _hardware_of((record.get("environment") or {}).get("hardware") or {})
+
+
+def _hardware_of(hw: dict) -> str:
     gpus = ", ".join(hw.get("gpus") or []) or "no GPU"
     return f"{hw.get('cpu', '?')} ({hw.get('cpu_count', '?')} cores), {gpus}"
 
@@ -56,6 +59,12 @@ def _run_text(record: dict) -> str:
     extra = ""
     if record.get("model") == "mobilenet":
         extra = f", alpha {config.get('alpha')}, weights {config.get('weights') or 'random'}"
+    trained_on = (record.get("data") or {}).get("dir")
+    elsewhere = [f"{name} scored later on `{m['data_dir']}` ({m.get('data_label', '?')}, "
+                 f"{_hardware_of(m.get('hardware') or {})})"
+                 for name, m in sorted((record.get("metrics") or {}).items())
+                 if m.get("data_dir") and m["data_dir"] != trained_on]
+    extra += "".join(f"; {text}" for text in elsewhere)
     return (
         f"- **{record.get('model')}** (run `{record.get('run')}`): {len(history)} "
         f"epoch{'s' if len(history) != 1 else ''} run "

@@ -69,6 +69,12 @@ def test_evaluate_run_updates_record(run_folder, synthetic_data_dir, tmp_path):
     assert again["threshold"] == threshold
     assert again["metrics"]["test"]["single"]["n"] == 24 and "tta" not in again["metrics"]["test"]
     assert again["metrics"]["test"]["data_dir"].endswith("other")
+    assert again["metrics"]["test"]["hardware"]["cpu_count"] >= 1
+    # The README protocol says which split was scored on other data.
+    from pcam.readme_protocol import protocol_text
+
+    again["data"]["dir"] = "data/trained-here"
+    assert "test scored later on `" in protocol_text([again])
     assert again["metrics"]["valid"] == record["metrics"]["valid"]
     assert len(np.load(run_folder / "predictions" / "test.npz")["y_prob"]) == 24
 
