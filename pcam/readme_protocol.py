@@ -75,7 +75,8 @@ def _run_text(record: dict) -> str:
     )
 
 
-def _comparison_text(comparison: dict | None) -> str:
+def comparison_text(comparison: dict | None) -> str:
+    """Markdown of `pcam.report.paired_comparison`'s result (empty for None)."""
     if not comparison:
         return ""
     if "note" in comparison:
@@ -131,7 +132,7 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
         lines += ["**Split mapping:** " + "; ".join(f"{k}: {mapping[k]}" for k in sorted(mapping))
                   + ".", ""]
     lines += [_run_text(r) for r in records]
-    text = _comparison_text(comparison)
+    text = comparison_text(comparison)
     if text:
         lines += ["", text]
     if figures:

@@ -8,7 +8,7 @@ The notebooks' conclusions must not hold typed numbers: they call
 from collections import Counter
 from pathlib import Path
 
-from pcam.readme_protocol import data_label
+from pcam.readme_protocol import comparison_text, data_label
 from pcam.readme_table import best_epoch
 from pcam.records import read_record, run_path
 from pcam.report import paired_comparison
@@ -81,14 +81,4 @@ def comparison(run_a: str, run_b: str, results: str | Path | None = None) -> str
         return "No split with predictions from both runs; nothing to compare."
     preds = [load_predictions(run_path(run, results), record, split)
              for run, record in zip((run_a, run_b), records, strict=True)]
-    result = paired_comparison(preds)
-    if "note" in result:
-        return f"Paired comparison {result['note']}"
-    low, high = result["auc_ci"]
-    return (
-        f"Paired comparison on the same {result['n']:,} {split} patches: "
-        f"ROC AUC of {result['models'][0]} minus {result['models'][1]} = "
-        f"{100 * result['auc_difference']:+.1f} points (95% paired-bootstrap CI "
-        f"{100 * low:+.1f} to {100 * high:+.1f}); McNemar's test on which patches each "
-        f"model gets right: p = {result['mcnemar_p']:.3g}."
-    )
+    return comparison_text(paired_comparison(preds))

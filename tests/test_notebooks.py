@@ -65,7 +65,7 @@ def test_both_notebooks_run_top_to_bottom(tmp_path, synthetic_data_dir, shared_d
     # The ResNet50 notebook ends with the paired comparison against the MobileNet run.
     last = _code_cells(written[1])[-1]
     text = json.dumps(last["outputs"])
-    assert "McNemar" in text and "ROC AUC of" in text
+    assert "McNemar" in text and "ROC AUC difference" in text
     # The conclusion is generated from the record, not typed.
     record = read_record(tmp_path / "mobilenet-smoke")
     conclusion = json.dumps(_code_cells(written[0])[-1]["outputs"])
