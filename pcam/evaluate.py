@@ -104,9 +104,7 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
     folder = run_path(run)
     record = read_record(folder)
     if data_dir is None:
-        trained_on = record["data"]["dir"]
-        inside = not trained_on.startswith("<external>")
-        data_dir = paths.PROJ_ROOT / trained_on if inside else paths.data_dir()
+        data_dir = paths.from_display_path(record["data"]["dir"]) or paths.data_dir()
     opened = {name: open_split(data_dir, name) for name in splits}
     caps = dict.fromkeys(opened)
     return _evaluate(folder, record, opened, caps, tta=tta, data_dir=data_dir)

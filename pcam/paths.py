@@ -37,3 +37,10 @@ def display_path(path: str | os.PathLike) -> str:
         return path.relative_to(PROJ_ROOT).as_posix()
     except ValueError:
         return "<external>/" + "/".join(path.parts[-2:])
+
+
+def from_display_path(stored: str | None) -> Path | None:
+    """The folder a `display_path` names, or None when it lay outside the project."""
+    if not stored or stored.startswith("<external>"):
+        return None
+    return PROJ_ROOT / stored

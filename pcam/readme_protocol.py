@@ -1,6 +1,6 @@
 """The protocol paragraph under the README table, written from the run records."""
 
-from pcam.readme_table import best_epoch
+from pcam.readme_table import best_epoch, epochs_per_phase
 
 
 def data_label(record: dict) -> str:
@@ -47,10 +47,7 @@ def _hardware_of(hw: dict) -> str:
 def _run_text(record: dict) -> str:
     config = record.get("config") or {}
     history = record.get("history") or []
-    phases = {}
-    for h in history:
-        phases[h["phase"]] = phases.get(h["phase"], 0) + 1
-    phase_text = " + ".join(f"{n} {p}" for p, n in phases.items()) or "none"
+    phase_text = " + ".join(f"{n} {p}" for p, n in epochs_per_phase(record).items()) or "none"
     best = best_epoch(record)
     best_text = f", best valid AUC at epoch {best['epoch']}" if best else ""
     augment = ", ".join(config.get("augment") or []) or "none"

@@ -5,6 +5,8 @@ parsed back in tests: percentages with one decimal, "± h" the half-width of the
 bootstrap 95% CI.
 """
 
+from collections import Counter
+
 from pcam.errors import PCamError
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -18,6 +20,11 @@ METRIC_ROWS = (
 )
 _HISTORY_KEYS = {"roc_auc": "auc"}
 DASH = "–"
+
+
+def epochs_per_phase(record: dict) -> dict[str, int]:
+    """Epochs actually run in each phase ("head", "finetune", "scratch"), in order."""
+    return dict(Counter(h["phase"] for h in record.get("history") or []))
 
 
 def best_epoch(record: dict) -> dict | None:

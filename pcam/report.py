@@ -11,10 +11,10 @@ from pathlib import Path
 from pcam import plots
 from pcam.errors import PCamError
 from pcam.gradcam import plot_gradcam_grid, select_cases
-from pcam.paths import IMAGES_DIR, PROJ_ROOT, README, display_path
+from pcam.paths import IMAGES_DIR, README, display_path
 from pcam.readme_protocol import protocol_text
 from pcam.readme_table import replace_block, results_table
-from pcam.report_inputs import load_predictions, load_records, published_records
+from pcam.report_inputs import common_split, load_predictions, load_records, published_records
 
 _NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHED = True`; or "
             "set `\"published\": true` in `results/<run>/record.json`), then run "
@@ -52,14 +52,12 @@ def paired_comparison(preds: list, *, n_boot: int = 1000, seed: int = 0) -> dict
 
 
 def _data_dir(record: dict, split: str) -> Path:
-    from pcam.paths import data_dir
+    from pcam.paths import data_dir, from_display_path
 
     # an evaluation on another data folder records it per split
     stored = (record.get("metrics") or {}).get(split, {}).get("data_dir")
     stored = stored or (record.get("data") or {}).get("dir")
-    if stored and not stored.startswith("<external>"):
-        return PROJ_ROOT / stored
-    return data_dir()
+    return from_display_path(stored) or data_dir()
 
 
 def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list[str]:
@@ -133,8 +131,7 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]
         plots.plot_compared_curves(records, images / "compare_curves.png")
         written.append(("valid curves compared", "compare_curves.png"))
     # Evaluation figures use test when every run has it, else valid.
-    split = next((s for s in ("test", "valid")
-                  if all(s in (r.get("predictions") or {}) for r in records)), None)
+    split = common_split(records)
     preds = [load_predictions(d, r, split) for d, r in rows] if split else []
     if preds and all(p is not None for p in preds):
         plots.plot_roc_pr(preds, images / "compare_roc_pr.png")

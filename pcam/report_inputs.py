@@ -81,6 +81,12 @@ def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = T
     return [chosen[m] for m in sorted(chosen)]
 
 
+def common_split(records: list[dict]) -> str | None:
+    """The split every record has predictions for: test if possible, else valid."""
+    return next((s for s in ("test", "valid")
+                 if all(s in (r.get("predictions") or {}) for r in records)), None)
+
+
 def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictions | None:
     """The run's saved predictions on `split`, or None when it has none.
 

@@ -5,14 +5,13 @@ The notebooks' conclusions must not hold typed numbers: they call
 `comparison()` for the paired test of two runs.
 """
 
-from collections import Counter
 from pathlib import Path
 
 from pcam.readme_protocol import comparison_text, data_label
-from pcam.readme_table import best_epoch
+from pcam.readme_table import best_epoch, epochs_per_phase
 from pcam.records import read_record, run_path
 from pcam.report import paired_comparison
-from pcam.report_inputs import load_predictions
+from pcam.report_inputs import common_split, load_predictions
 
 
 def evaluation_split(record: dict) -> str:
@@ -38,8 +37,7 @@ def conclusion(record: dict) -> str:
     metrics = record["metrics"][split]
     single = metrics["single"]
     config = record["config"]
-    counts = Counter(h["phase"] for h in record.get("history", []))
-    phases = ", ".join(f"{phase} {n}" for phase, n in counts.items())
+    phases = ", ".join(f"{phase} {n}" for phase, n in epochs_per_phase(record).items())
     best = best_epoch(record) or {}
     threshold = record.get("threshold") or {}
     minutes = (record.get("timings") or {}).get("train_seconds", 0) / 60
@@ -75,8 +73,7 @@ def comparison(run_a: str, run_b: str, results: str | Path | None = None) -> str
         results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
     """
     records = [read_record(run, results) for run in (run_a, run_b)]
-    split = next((s for s in ("test", "valid")
-                  if all(s in (r.get("predictions") or {}) for r in records)), None)
+    split = common_split(records)
     if split is None:
         return "No split with predictions from both runs; nothing to compare."
     preds = [load_predictions(run_path(run, results), record, split)
