@@ -2,7 +2,7 @@
 
 On a test split (full size: 32,768 patches), for each model:
 
-  evaluate      `pcam.evaluate.predict_split` (what `pcam evaluate` runs per
+  evaluate      `pcam.evaluation.evaluate.predict_split` (what `pcam evaluate` runs per
                 split): the streaming pipeline in file order, batches of 256,
                 a traced `model(x, training=False)`; its own inference timer
                 (tracing excluded), as stored in run records
@@ -30,7 +30,7 @@ from common import machine, median, table
 
 def _parse(argv=None) -> argparse.Namespace:
     from pcam.config import PRECISIONS
-    from pcam.evaluate import EVAL_BATCH
+    from pcam.evaluation.evaluate import EVAL_BATCH
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with a test split")
@@ -54,7 +54,7 @@ def _parse(argv=None) -> argparse.Namespace:
 
 def bench_model(name: str, split, images, args) -> list[dict]:
     """Rows (one per method) for one model; evaluate and predict alternate per repeat."""
-    from pcam.evaluate import predict_split
+    from pcam.evaluation.evaluate import predict_split
     from pcam.models import build_model
 
     model = build_model(name, alpha=args.alpha if name.startswith("mobilenet") else 1.0,
@@ -94,7 +94,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     import keras
 
-    from pcam.h5data import open_split, read_images
+    from pcam.data.h5read import open_split, read_images
 
     keras.config.set_dtype_policy(args.precision)
     split = open_split(args.data_dir, args.split)

@@ -1,7 +1,7 @@
 """Images/s and peak memory of ways to feed PCam's HDF5 files to Keras.
 
 Methods, each timed in a fresh subprocess (so peak RSS is its own):
-  stream          pcam.pipeline.make_dataset, shuffled, no cache, no augmentation
+  stream          pcam.data.pipeline.make_dataset, shuffled, no cache, no augmentation
   stream+augment  the same with every augmentation in pcam.config.AUGMENTATIONS
   per-sample      x[i] one patch at a time in shuffled order, as old Keras
                   HDF5Matrix / generator snippets read (capped: it is slow)
@@ -34,8 +34,8 @@ def _child(args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from pcam.h5data import open_split, read_labels
-    from pcam.pipeline import make_dataset
+    from pcam.data.h5read import open_split, read_labels
+    from pcam.data.pipeline import make_dataset
 
     split = open_split(args.data_dir, args.split)
     n = split.length if args.max_samples is None else min(args.max_samples, split.length)

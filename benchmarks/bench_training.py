@@ -6,7 +6,7 @@ trained by `model.fit` from each feed in turn, alternating, in the same process:
 
   memory     the same patches read into a numpy array first,
              `tf.data.Dataset.from_tensor_slices(...).repeat().batch().prefetch()`
-  pipeline   `pcam.pipeline.make_dataset` streaming the HDF5 file (shuffled,
+  pipeline   `pcam.data.pipeline.make_dataset` streaming the HDF5 file (shuffled,
              no cache, gzip inflated per block), with `--augment` as training
              uses it (default: TrainConfig's)
 
@@ -92,8 +92,8 @@ def make_feeds(split, args, pipeline_samples: int | None = None) -> dict:
     import numpy as np
     import tensorflow as tf
 
-    from pcam.h5data import read_images, read_labels
-    from pcam.pipeline import make_dataset
+    from pcam.data.h5read import read_images, read_labels
+    from pcam.data.pipeline import make_dataset
 
     n = min(args.max_samples, split.length)
     if n < args.batch_size:
@@ -138,7 +138,7 @@ def bench_case(name: str, phase: str, feeds: dict, args) -> list[dict]:
     """Rows of images/s per feed for one model phase; feeds alternate round by round."""
     import keras
 
-    from pcam.metrics import training_metrics
+    from pcam.evaluation.metrics import training_metrics
     from pcam.models import build_model, set_phase
 
     weights = args.weights if phase != "scratch" else None
@@ -164,7 +164,7 @@ def main(argv=None) -> int:
     args = _parse(argv)
     import keras
 
-    from pcam.h5data import open_split
+    from pcam.data.h5read import open_split
 
     keras.config.set_dtype_policy(args.precision)
     split = open_split(args.data_dir, "train")

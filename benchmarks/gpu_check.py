@@ -8,9 +8,9 @@ Steps (each printed with its seconds):
      under a mixed-precision policy: images/s of `model.fit` fed by the pcam
      pipeline (streaming the whole train file, augmented as in training) and
      by in-memory tensors, and their ratio (bench_training.py's method)
-  3. inference images/s of `pcam.evaluate.predict_split` (single and TTA)
+  3. inference images/s of `pcam.evaluation.evaluate.predict_split` (single and TTA)
   4. when more than one GPU is visible: the pipeline-fed figure again under a
-     multi-GPU strategy (`pcam.distribute.make_strategy` when present, else
+     multi-GPU strategy (`pcam.train.distribute.make_strategy` when present, else
      `tf.distribute.MirroredStrategy`) with the batch scaled by the replicas
   5. a summary with the minutes one full PCam epoch would take: 262,144 /
      train images/s, and the minutes to score valid (32,768) at the inference rate
@@ -69,7 +69,7 @@ def _step(label: str):
 
 def generate(folder: Path, args) -> dict:
     """Write test, then a train split sized by the measured generator rate."""
-    from pcam.synthetic import write_synthetic
+    from pcam.data.synthetic import write_synthetic
 
     start = time.perf_counter()
     write_synthetic(folder / "test", {"test": args.test_size}, seed=1)
@@ -114,7 +114,7 @@ def train_figures(split, args, strategy=None, batch_size=None) -> list[dict]:
 
 def inference_figures(split, args) -> list[dict]:
     """predict_split single and TTA images/s per model (median over repeats)."""
-    from pcam.evaluate import predict_split
+    from pcam.evaluation.evaluate import predict_split
     from pcam.models import build_model
 
     rows = []
@@ -144,10 +144,10 @@ def multi_gpu(split, args, single_rows) -> list[dict] | None:
     if len(gpus) < 2:
         print(f"{len(gpus)} GPU visible: multi-GPU line skipped")
         return None
-    if importlib.util.find_spec("pcam.distribute") is not None:
-        from pcam.distribute import make_strategy
+    if importlib.util.find_spec("pcam.train.distribute") is not None:
+        from pcam.train.distribute import make_strategy
 
-        strategy, how = make_strategy("mirrored"), "pcam.distribute.make_strategy('mirrored')"
+        strategy, how = make_strategy("mirrored"), "pcam.train.distribute.make_strategy('mirrored')"
     else:
         strategy, how = tf.distribute.MirroredStrategy(), "tf.distribute.MirroredStrategy()"
     replicas = strategy.num_replicas_in_sync
@@ -165,7 +165,7 @@ def main(argv=None) -> int:
     began = time.perf_counter()
     import keras
 
-    from pcam.h5data import open_split
+    from pcam.data.h5read import open_split
 
     print(f"machine: {machine()}")
     print(f"settings: {args.precision}, batch {args.batch_size}/GPU, {args.steps} steps x "

@@ -9,8 +9,8 @@ that `--help` is instant.
 import argparse
 import sys
 
+from pcam.data.spec import SPLITS
 from pcam.errors import PCamError
-from pcam.spec import SPLITS
 
 
 def _positive_int(text: str) -> int:
@@ -34,14 +34,14 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def _cmd_download(args: argparse.Namespace) -> int:
-    from pcam.download import download
+    from pcam.data.download import download
 
     download(args.data_dir, splits=args.splits)
     return 0
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
-    from pcam.check import check_data_dir, format_check_table
+    from pcam.data.check import check_data_dir, format_check_table
 
     rows = check_data_dir(args.data_dir, verify_md5=args.md5)
     print(format_check_table(rows))
@@ -49,7 +49,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_synthetic(args: argparse.Namespace) -> int:
-    from pcam.synthetic import write_synthetic
+    from pcam.data.synthetic import write_synthetic
 
     sizes = {"train": args.train, "valid": args.valid, "test": args.test}
     write_synthetic(args.data_dir, sizes=sizes, seed=args.seed)
@@ -57,7 +57,7 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_images(args: argparse.Namespace) -> int:
-    from pcam.import_images import import_images
+    from pcam.data.import_images import import_images
 
     import_images(
         args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed
@@ -67,7 +67,7 @@ def _cmd_import_images(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pcam.config import TrainConfig
-    from pcam.training import run_training
+    from pcam.train.loop import run_training
 
     given = {
         key: value
@@ -88,14 +88,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pcam.evaluate import evaluate_run
+    from pcam.evaluation.evaluate import evaluate_run
 
     evaluate_run(args.run, data_dir=args.data_dir, splits=args.split, tta=args.tta)
     return 0
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from pcam.report import build_report
+    from pcam.report.build import build_report
 
     build_report(results=args.results, readme=args.readme, images=args.images)
     return 0

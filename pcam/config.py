@@ -8,9 +8,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from pcam.data.spec import AUGMENTATIONS
 from pcam.errors import PCamError
 
-AUGMENTATIONS = ("dihedral", "shift", "hed", "brightness_contrast")
+__all__ = ["AUGMENTATIONS", "PRECISIONS", "SCHEDULES", "STRATEGIES", "TrainConfig"]
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("cosine", "plateau", "constant")
@@ -28,7 +29,7 @@ class TrainConfig:
         head_epochs: epochs of phase 1 (new head on a frozen base); 0 trains
             everything from the start (the from-scratch recipe).
         batch_size: batch per replica, >= 1 (the whole batch on one device; with R
-            replicas the global batch is R times larger, see `pcam.distribute`).
+            replicas the global batch is R times larger, see `pcam.train.distribute`).
         max_samples: use at most this many training patches (None: all).
         max_eval_samples: use at most this many valid/test patches (None: all).
         alpha: MobileNet width multiplier (0.25, 0.5, 0.75 or 1.0).

@@ -3,9 +3,9 @@
 import shutil
 from pathlib import Path
 
+from pcam.data.spec import DATASET_INFO
 from pcam.errors import PCamError
 from pcam.paths import display_path
-from pcam.spec import DATASET_INFO
 
 _TABLE = "# Demo results\n\n<!-- results:start -->\n<!-- results:end -->\n"
 
@@ -33,10 +33,10 @@ def run_demo(data_dir: str | Path = "data/synthetic", out_dir: str | Path = "res
     Returns:
         The demo's `RESULTS.md`.
     """
+    from pcam.data.synthetic import write_synthetic
     from pcam.models import check_model_args
     from pcam.notebooks import PRESETS, run_notebooks
-    from pcam.report import build_report
-    from pcam.synthetic import write_synthetic
+    from pcam.report.build import build_report
 
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     alpha = PRESETS["demo"]["mobilenet"]["ALPHA"]

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from pcam.errors import PCamError
+from pcam.fileio import write_text
 from pcam.paths import results_dir
 
 RECORD = "record.json"
@@ -71,30 +72,9 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     Returns:
         `path`.
     """
-    path = Path(path)
     # Serialise first: a bad value then fails before any file is touched.
     text = json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
-    handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(temp, 0o666 & ~_umask())  # mkstemp makes 0600; records are ordinary files
-        os.replace(temp, path)
-    except BaseException as error:
-        Path(temp).unlink(missing_ok=True)
-        if isinstance(error, OSError):
-            message = f"could not write {path} ({error}); the previous version is kept"
-            raise PCamError(message) from error
-        raise
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    return write_text(path, text)
 
 
 def read_record(run: str | os.PathLike, results: str | os.PathLike | None = None) -> dict:
@@ -170,7 +150,7 @@ def _config_dict(config, data_dir: Path) -> dict:
 
 
 def _data_section(config, data_dir: Path, splits: dict) -> dict:
-    from pcam.h5data import read_dataset_info, read_labels
+    from pcam.data.h5read import read_dataset_info, read_labels
     from pcam.paths import display_path
 
     info = read_dataset_info(data_dir)

@@ -22,7 +22,7 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def synthetic_data_dir(tmp_path_factory) -> Path:
     """A synthetic PCam folder (train 512, valid 256, test 256, seed 0), written once."""
-    from pcam.synthetic import write_synthetic
+    from pcam.data.synthetic import write_synthetic
 
     folder = tmp_path_factory.mktemp("synthetic")
     write_synthetic(folder, sizes={"train": 512, "valid": 256, "test": 256}, seed=0)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam.metrics import evaluate_predictions
+from pcam.evaluation.metrics import evaluate_predictions
 
 
 def _history(model: str, epochs: int, rng) -> list[dict]:

@@ -5,7 +5,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pcam.spec import SPEC
+from pcam.data.spec import SPEC
 
 
 def write_pcam(folder: Path, split: str = "valid", n: int = 100, *, chunk: int = 8,

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 from skimage.color import rgb2hed
 
-from pcam import augment
 from pcam.config import AUGMENTATIONS
+from pcam.data import augment
 
 
 def _batch(n=8, seed=0):
@@ -96,7 +96,7 @@ def test_same_seed_same_output():
 def test_make_dataset_augmentation_is_reproducible_and_varies_per_epoch(tmp_path):
     from h5_files import write_pcam
 
-    from pcam.pipeline import make_dataset
+    from pcam.data.pipeline import make_dataset
 
     write_pcam(tmp_path, "valid", n=64)
 

@@ -5,11 +5,11 @@ import dataclasses
 import pytest
 from h5_files import write_pcam
 
-import pcam.check
-from pcam.check import check_data_dir, format_check_table
-from pcam.download import md5sum
+import pcam.data.check
+from pcam.data.check import check_data_dir, format_check_table
+from pcam.data.spec import SPEC
 from pcam.errors import PCamError
-from pcam.spec import SPEC
+from pcam.fileio import file_digest
 
 
 def _official(monkeypatch, split, n, x_md5="0" * 32, y_md5="0" * 32):
@@ -21,7 +21,7 @@ def _official(monkeypatch, split, n, x_md5="0" * 32, y_md5="0" * 32):
         x=dataclasses.replace(spec.x, h5_md5=x_md5),
         y=dataclasses.replace(spec.y, h5_md5=y_md5),
     )
-    monkeypatch.setitem(pcam.check.SPEC, split, fake)
+    monkeypatch.setitem(pcam.data.check.SPEC, split, fake)
 
 
 def test_rows_for_present_splits(tmp_path):
@@ -44,11 +44,11 @@ def test_rows_for_present_splits(tmp_path):
 
 def test_md5_verified_and_mismatch(tmp_path, monkeypatch):
     x_path, y_path = write_pcam(tmp_path, "valid", 20)
-    _official(monkeypatch, "valid", 20, md5sum(x_path), md5sum(y_path))
+    _official(monkeypatch, "valid", 20, file_digest(x_path, "md5"), file_digest(y_path, "md5"))
     [row] = check_data_dir(tmp_path, verify_md5=True)
     assert row["md5"] == "verified" and row["ok"] and row["error"] is None
 
-    _official(monkeypatch, "valid", 20, md5sum(x_path), "f" * 32)
+    _official(monkeypatch, "valid", 20, file_digest(x_path, "md5"), "f" * 32)
     [row] = check_data_dir(tmp_path, verify_md5=True)
     assert row["md5"] == "mismatch" and not row["ok"]
     assert str(y_path) in row["error"] and "f" * 32 in row["error"]

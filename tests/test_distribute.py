@@ -1,4 +1,4 @@
-"""pcam.distribute: strategies, the scaling rule, chief-only writing, sharding.
+"""pcam.train.distribute: strategies, the scaling rule, chief-only writing, sharding.
 
 The multi-device tests run in subprocesses: logical CPU devices and
 `MultiWorkerMirroredStrategy` must be set up before TensorFlow initialises.
@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pcam import distribute
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
+from pcam.train import distribute
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ MIRRORED = textwrap.dedent("""
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
     import keras
-    from pcam import distribute
+    from pcam.train import distribute
 
     rng = np.random.default_rng(0)
     x = rng.normal(size=(96, 8)).astype("float32")
@@ -58,9 +58,10 @@ MIRRORED = textwrap.dedent("""
 WORKER = textwrap.dedent("""
     import hashlib, json, sys
     import numpy as np, tensorflow as tf
-    from pcam import distribute, training
+    from pcam.train import distribute
+    from pcam.train import loop as training
     from pcam.config import TrainConfig
-    from pcam.pipeline import make_dataset
+    from pcam.data.pipeline import make_dataset
 
     data_dir, results, out = sys.argv[1:4]
     strategy = distribute.make_strategy("auto")
@@ -247,7 +248,7 @@ def test_two_workers_share_each_epoch_and_only_the_chief_writes(tmp_path, synthe
     assert chief["replicas"] == other["replicas"] == 2
 
     # Sharding: the same number of steps, and every patch exactly once an epoch.
-    from pcam.h5data import open_split, read_images
+    from pcam.data.h5read import open_split, read_images
 
     images = read_images(open_split(synthetic_data_dir, "train"), 0, 80)
     expected = sorted(hashlib.md5(a.tobytes()).hexdigest() for a in images)

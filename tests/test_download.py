@@ -1,4 +1,4 @@
-"""`pcam.download` against a real HTTP server on 127.0.0.1.
+"""`pcam.data.download` against a real HTTP server on 127.0.0.1.
 
 The server serves tiny gzipped PCam-layout files made here; `SPEC["valid"]`
 is swapped for one with their MD5s. It supports Range requests and can drop
@@ -23,10 +23,13 @@ import h5py
 import numpy as np
 import pytest
 
-from pcam import _http, download, paths
-from pcam import spec as pcam_spec
+from pcam import paths
 from pcam.cli import main
+from pcam.data import download
+from pcam.data import fetch as _http
+from pcam.data import spec as pcam_spec
 from pcam.errors import PCamError
+from pcam.fileio import file_digest
 
 N = 32  # patches in the tiny x file: about 0.9 MB, random so gzip cannot shrink it
 
@@ -155,11 +158,11 @@ def _ranges(server, name):
     return [r for n, r in server.log if n == name + ".gz" and r]
 
 
-def test_md5sum_matches_hashlib_across_chunks(tmp_path):
+def test_file_digest_matches_hashlib_across_chunks(tmp_path):
     data = np.random.default_rng(1).bytes(5 * 2**20 + 123)  # more than one 4 MiB chunk
     path = tmp_path / "f.bin"
     path.write_bytes(data)
-    assert download.md5sum(path) == _md5(data)
+    assert file_digest(path, "md5") == _md5(data)
 
 
 def test_download_verifies_and_unpacks(tmp_path, tiny, use_spec, server):
@@ -183,10 +186,10 @@ def test_rerun_makes_no_request_and_no_rehash(tmp_path, use_spec, server, monkey
     download.download(data, "valid", base_url=server.url)
     server.log.clear()
 
-    def no_hashing(path):
+    def no_hashing(path, algorithm="md5"):
         raise AssertionError(f"re-hashed {path}")
 
-    monkeypatch.setattr(download, "md5sum", no_hashing)
+    monkeypatch.setattr(download, "file_digest", no_hashing)
     download.download(data, ["valid"], base_url=server.url)
     assert server.log == []
     assert "present and verified, skipped" in capsys.readouterr().out
@@ -206,7 +209,7 @@ def test_partial_download_is_resumed_with_range(tmp_path, tiny, use_spec, server
     (tmp_path / (x.gz_name + ".part")).write_bytes(gz[:300_000])
     download.download(tmp_path, ["valid"], base_url=server.url)
     assert _ranges(server, x.name) == ["bytes=300000-"]
-    assert download.md5sum(tmp_path / x.name) == x.h5_md5
+    assert file_digest(tmp_path / x.name, "md5") == x.h5_md5
 
 
 def test_verified_gz_is_unpacked_without_a_request(tmp_path, tiny, use_spec, server):
@@ -216,7 +219,7 @@ def test_verified_gz_is_unpacked_without_a_request(tmp_path, tiny, use_spec, ser
     (tmp_path / x.name).with_name(x.name + ".part").write_bytes(b"half-unpacked")
     download.download(tmp_path, ["valid"], base_url=server.url)
     assert [n for n, _ in server.log] == [pcam_spec.SPEC["valid"].y.gz_name]
-    assert download.md5sum(tmp_path / x.name) == x.h5_md5
+    assert file_digest(tmp_path / x.name, "md5") == x.h5_md5
     assert not (tmp_path / x.gz_name).exists()
 
 
@@ -225,7 +228,7 @@ def test_server_ignoring_range_restarts_cleanly(tmp_path, tiny, use_spec, server
     (tmp_path / (x.gz_name + ".part")).write_bytes(tiny[x.name][1][:300_000])
     server.mode = "norange"
     download.download(tmp_path, ["valid"], base_url=server.url)
-    assert download.md5sum(tmp_path / x.name) == x.h5_md5
+    assert file_digest(tmp_path / x.name, "md5") == x.h5_md5
 
 
 def test_corrupt_full_length_part_is_never_taken(tmp_path, tiny, use_spec, server):
@@ -239,7 +242,7 @@ def test_corrupt_full_length_part_is_never_taken(tmp_path, tiny, use_spec, serve
     assert "removed it. Rerun `python -m pcam download`" in str(info.value)
     assert not part.exists() and not (tmp_path / x.name).exists()
     download.download(tmp_path, ["valid"], base_url=server.url)
-    assert download.md5sum(tmp_path / x.name) == x.h5_md5
+    assert file_digest(tmp_path / x.name, "md5") == x.h5_md5
 
 
 def test_server_dropping_mid_file_then_rerun_resumes(tmp_path, tiny, use_spec, server):
@@ -263,7 +266,7 @@ def test_server_dropping_mid_file_then_rerun_resumes(tmp_path, tiny, use_spec, s
     server.mode, server.log = "ok", []
     download.download(tmp_path, ["valid"], base_url=server.url)
     assert _ranges(server, x.name) == [f"bytes={kept}-"]
-    assert download.md5sum(tmp_path / x.name) == x.h5_md5
+    assert file_digest(tmp_path / x.name, "md5") == x.h5_md5
     assert not part.exists()
 
 
@@ -350,7 +353,7 @@ def test_synthetic_folder_is_refused(tmp_path, use_spec, server):
 
 _LAUNCHER = """
 import json, runpy, sys
-from pcam import spec
+from pcam.data import spec
 fake = json.loads(open(sys.argv[1]).read())
 spec.SPEC["valid"] = spec.SplitSpec(
     "valid", fake["length"], spec.PCamFile(**fake["x"]), spec.PCamFile(**fake["y"]))
@@ -393,5 +396,5 @@ def test_killed_download_resumes_in_a_new_process(tmp_path, tiny, use_spec, serv
                           text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert _ranges(server, x.name) == [f"bytes={kept}-"]
-    assert download.md5sum(data / x.name) == x.h5_md5
-    assert download.md5sum(data / y.name) == y.h5_md5
+    assert file_digest(data / x.name, "md5") == x.h5_md5
+    assert file_digest(data / y.name, "md5") == y.h5_md5

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from h5_files import write_pcam
 
+from pcam.data.h5read import open_split, read_images, read_labels
 from pcam.errors import PCamError
-from pcam.evaluate import evaluate_run, predict_split
-from pcam.h5data import open_split, read_images, read_labels
+from pcam.evaluation.evaluate import evaluate_run, predict_split
 from pcam.models import build_model
 from pcam.records import write_json_atomic
 
@@ -71,7 +71,7 @@ def test_evaluate_run_updates_record(run_folder, synthetic_data_dir, tmp_path):
     assert again["metrics"]["test"]["data_dir"].endswith("other")
     assert again["metrics"]["test"]["hardware"]["cpu_count"] >= 1
     # The README protocol says which split was scored on other data.
-    from pcam.readme_protocol import protocol_text
+    from pcam.report.protocol import protocol_text
 
     again["data"]["dir"] = "data/trained-here"
     assert "test scored later on `" in protocol_text([again])

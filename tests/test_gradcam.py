@@ -4,7 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from pcam.gradcam import CASES, gradcam, plot_gradcam_grid, select_cases
+from pcam.evaluation.gradcam import CASES, gradcam, select_cases
+from pcam.plots.gradcam import plot_gradcam_grid
 
 
 def _dark_blob_model() -> keras.Model:

@@ -7,8 +7,7 @@ import numpy as np
 import pytest
 from h5_files import patch_index, write_pcam
 
-from pcam.errors import PCamError
-from pcam.h5data import (
+from pcam.data.h5read import (
     Split,
     available_splits,
     open_split,
@@ -16,7 +15,8 @@ from pcam.h5data import (
     read_images,
     read_labels,
 )
-from pcam.spec import SPEC
+from pcam.data.spec import SPEC
+from pcam.errors import PCamError
 
 
 def _rewrite(path, key, data, **kwargs):

@@ -1,4 +1,4 @@
-"""Import of image folders (pcam.import_images) on tiny folders made in tmp_path."""
+"""Import of image folders (pcam.data.import_images) on tiny folders made in tmp_path."""
 
 import json
 import tarfile
@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pcam.data.import_images import import_images
+from pcam.data.spec import SPEC
+from pcam.data.synthetic import write_synthetic
 from pcam.errors import PCamError
-from pcam.import_images import import_images
-from pcam.spec import SPEC
-from pcam.synthetic import write_synthetic
 
 
 def _patch(value: int) -> np.ndarray:

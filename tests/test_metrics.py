@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from pcam.metrics import (
+from pcam.evaluation.metrics import (
     THRESHOLD_RULE,
     choose_threshold,
     classification_metrics,

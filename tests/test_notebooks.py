@@ -100,7 +100,7 @@ def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_pat
                                             "output_path": "results/x.ipynb"}
 def test_report_reproduces_committed_readme(tmp_path):
     """`python -m pcam report` on the committed records gives the committed README."""
-    from pcam.report import build_report
+    from pcam.report.build import build_report
 
     readme = tmp_path / "README.md"
     shutil.copy(PROJ_ROOT / "README.md", readme)

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from h5_files import patch_index, write_pcam
 
-from pcam.h5data import open_split
-from pcam.pipeline import make_dataset
+from pcam.data.h5read import open_split
+from pcam.data.pipeline import make_dataset
 
 N = 300
 
@@ -154,7 +154,7 @@ def test_augment_is_applied_with_per_batch_seeds(data, monkeypatch):
 
         return augment
 
-    monkeypatch.setitem(sys.modules, "pcam.augment",
+    monkeypatch.setitem(sys.modules, "pcam.data.augment",
                         types.SimpleNamespace(build_augmenter=build_augmenter))
     ds = make_dataset("valid", data_dir=data, batch_size=10, augment=["dihedral"], seed=4)
     plain = make_dataset("valid", data_dir=data, batch_size=10)
@@ -185,7 +185,7 @@ def test_augment_is_applied_with_per_batch_seeds(data, monkeypatch):
 def test_every_hdf5_layout_reads_the_same(tmp_path, layout):
     import h5py
 
-    from pcam.h5data import read_images
+    from pcam.data.h5read import read_images
 
     x_path, _ = write_pcam(tmp_path, "test", 60)
     split = open_split(tmp_path, "test")
@@ -199,7 +199,7 @@ def test_every_hdf5_layout_reads_the_same(tmp_path, layout):
 
 
 def test_real_augmenter_keeps_dtype_shape_and_labels(data):
-    pytest.importorskip("pcam.augment")
+    pytest.importorskip("pcam.data.augment")
     ds = make_dataset("valid", data_dir=data, batch_size=16, max_samples=32,
                       augment=("dihedral", "hed"), seed=1)
     (x1, y1), (x2, y2) = list(ds)
@@ -213,8 +213,8 @@ def test_block_reads_are_thread_safe(tmp_path):
     # of h5py <= 3.14 (see pcam/blocks.py) is too rare to trip reliably here.
     from concurrent.futures import ThreadPoolExecutor
 
-    from pcam.blocks import BlockReader
-    from pcam.h5data import read_images
+    from pcam.data.blocks import BlockReader
+    from pcam.data.h5read import read_images
 
     write_pcam(tmp_path, "test", 512, chunk=4)
     split = open_split(tmp_path, "test")

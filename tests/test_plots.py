@@ -13,7 +13,7 @@ from PIL import Image
 
 from pcam import plots
 from pcam.errors import PCamError
-from pcam.report_inputs import load_predictions
+from pcam.evaluation.predictions import load_predictions
 
 
 def _png_size(path):
@@ -95,7 +95,7 @@ def test_sample_grid(tmp_path):
 
 
 def test_augmentation_figure(tmp_path):
-    pytest.importorskip("pcam.augment")
+    pytest.importorskip("pcam.data.augment")
     patch = np.random.default_rng(0).integers(0, 255, (96, 96, 3), dtype=np.uint8)
     fig = plots.plot_augmentations(patch, tmp_path / "aug.png", seed=0)
     _png_size(tmp_path / "aug.png")
@@ -118,7 +118,7 @@ def test_model_diagram_written_with_graphviz(tmp_path):
 
 
 def test_model_diagram_without_graphviz_warns(tmp_path, monkeypatch):
-    import pcam.plots_data as plots_data
+    import pcam.plots.data as plots_data
 
     monkeypatch.setattr(plots_data.shutil, "which", lambda name: None)
     with pytest.warns(UserWarning, match="graphviz"):

@@ -53,7 +53,7 @@ def test_unwritable_results_folder(tmp_path):
 
 
 def test_run_training_checks_results_before_training(tmp_path, synthetic_data_dir):
-    from pcam.training import run_training
+    from pcam.train.loop import run_training
 
     blocker = tmp_path / "results"
     blocker.write_text("")
@@ -83,7 +83,7 @@ def test_environment_info():
 
 
 def test_bad_model_setting_writes_no_record(tmp_path, synthetic_data_dir):
-    from pcam.training import run_training
+    from pcam.train.loop import run_training
 
     config = TrainConfig(model="resnet50", run="r", data_dir=str(synthetic_data_dir),
                          weights="imagenet")

@@ -6,8 +6,8 @@ import pytest
 from fake_runs import make_run
 
 from pcam.errors import PCamError
-from pcam.readme_table import END, START, parse_table, replace_block
-from pcam.report import build_report
+from pcam.report.build import build_report
+from pcam.report.table import END, START, parse_table, replace_block
 
 README = f"# Title\n\nIntro text.\n\n{START}\nold table\n{END}\n\n## Reference results\nkept\n"
 
@@ -133,7 +133,7 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch)
     import numpy as np
     from test_gradcam import _dark_blob_model, _patches_with_blobs
 
-    from pcam.h5write import write_split
+    from pcam.data.h5write import write_split
 
     results = tmp_path / "results"
     run_dir = make_run(results, "tiny", "mobilenet", n=24)
@@ -165,7 +165,7 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch)
      "images imported from `kaggle`, not the PCam test split"),
 ])
 def test_data_label(data, expected):
-    from pcam.readme_protocol import data_label
+    from pcam.report.protocol import data_label
 
     assert data_label({"data": data}).startswith(expected)
 

@@ -5,9 +5,9 @@ import pytest
 from scipy.stats import norm
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from pcam.calibration import expected_calibration_error, reliability_curve
-from pcam.metrics import evaluate_predictions
-from pcam.stats import (
+from pcam.evaluation.calibration import expected_calibration_error, reliability_curve
+from pcam.evaluation.metrics import evaluate_predictions
+from pcam.evaluation.stats import (
     bootstrap_ci,
     bootstrap_weights,
     delong_auc_difference,

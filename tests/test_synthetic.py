@@ -1,4 +1,4 @@
-"""Synthetic PCam (pcam.synthetic) and the atomic HDF5 writer (pcam.h5write)."""
+"""Synthetic PCam (pcam.data.synthetic) and the atomic HDF5 writer (pcam.data.h5write)."""
 
 import json
 
@@ -8,11 +8,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from pcam import h5write
+from pcam import fileio
+from pcam.data.h5write import write_dataset_info, write_split
+from pcam.data.spec import SPEC, SPLITS
+from pcam.data.synthetic import HARD_NEGATIVE, POSITIVE, make_patches, write_synthetic
 from pcam.errors import PCamError
-from pcam.h5write import write_dataset_info, write_split
-from pcam.spec import SPEC, SPLITS
-from pcam.synthetic import HARD_NEGATIVE, POSITIVE, make_patches, write_synthetic
 
 SIZES = {"train": 512, "valid": 256, "test": 256}
 
@@ -109,7 +109,7 @@ def test_make_patches_rejects_bad_arguments():
         make_patches(-1, 0)
 
 
-# --- pcam.h5write --------------------------------------------------------------------
+# --- pcam.data.h5write --------------------------------------------------------------------
 
 
 def test_write_split_streams_blocks(tmp_path):
@@ -147,7 +147,7 @@ def test_write_split_failure_keeps_previous_version(tmp_path):
 
 
 def test_write_split_removes_temp_left_by_killed_process(tmp_path):
-    stale = tmp_path / f".{SPEC['train'].x.name}.99999.tmp"
+    stale = tmp_path / f".{SPEC['train'].x.name}.99999.tmp.h5"
     stale.write_bytes(b"half a file")
     write_split(tmp_path, "train", np.zeros((2, 96, 96, 3), np.uint8), [0, 1])
     assert not stale.exists()
@@ -175,8 +175,8 @@ def test_write_dataset_info_atomic(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise OSError("no space left on device")
 
-    monkeypatch.setattr(h5write.os, "replace", broken_replace)
-    with pytest.raises(OSError, match="no space"):
+    monkeypatch.setattr(fileio.os, "replace", broken_replace)
+    with pytest.raises(PCamError, match="could not write .*dataset.json.*no space"):
         write_dataset_info(tmp_path, {"source": "images"})
     assert [p.name for p in tmp_path.iterdir()] == ["dataset.json"]
     assert json.loads((tmp_path / "dataset.json").read_text()) == {"source": "synthetic"}

@@ -14,7 +14,7 @@ import pytest
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.paths import PROJ_ROOT
-from pcam.training import plan_phases, run_training
+from pcam.train.loop import plan_phases, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -135,7 +135,7 @@ _KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import keras
     from pcam.config import TrainConfig
-    from pcam.training import run_training
+    from pcam.train.loop import run_training
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):

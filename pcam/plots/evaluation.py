@@ -6,9 +6,9 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-from pcam.calibration import expected_calibration_error, reliability_curve
-from pcam.plots_common import CLASS_NAMES, model_colour, new_figure, save_figure
-from pcam.report_inputs import Predictions
+from pcam.evaluation.calibration import expected_calibration_error, reliability_curve
+from pcam.evaluation.predictions import Predictions
+from pcam.plots.common import CLASS_NAMES, model_colour, new_figure, save_figure
 
 
 def _variants(p: Predictions):
@@ -104,7 +104,7 @@ def plot_reliability(preds: Sequence[Predictions], path: str | Path | None = Non
                      *, n_bins: int = 10):
     """Reliability diagrams (single pass) of several runs, with the ECE in the legend.
 
-    Bins and ECE as in `pcam.calibration`; the ECE is the record's when present.
+    Bins and ECE as in `pcam.evaluation.calibration`; the ECE is the record's when present.
 
     Args:
         preds: `Predictions` of each run on the same split.

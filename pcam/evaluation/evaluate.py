@@ -6,71 +6,20 @@ dihedral transforms of each patch. Predictions go to `predictions/<split>.npz`
 (y_true uint8, y_prob float32, y_prob_tta float32 when TTA ran).
 """
 
-import io
-import os
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from pcam import paths
 from pcam.errors import PCamError
+from pcam.evaluation.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
+from pcam.evaluation.predict import Predictor, predict_split
+from pcam.evaluation.predictions import save_predictions
 from pcam.records import read_record, run_path, write_record
 
 TRAIN_EVAL_CAP = 8192  # patches of train scored after training (a fit check, not a result)
-EVAL_BATCH = 256
-
-
-def predict_split(model: keras.Model, split, *, max_samples: int | None = None,
-                  tta: bool = False, batch_size: int = EVAL_BATCH) -> dict:
-    """Predict one split in file order, timing inference.
-
-    Args:
-        model: a model taking uint8 patches, one sigmoid output (or its `Predictor`).
-        split: a `pcam.h5data.Split`.
-        max_samples: score only the first `max_samples` patches (None: all).
-        tta: also predict the mean over the 8 dihedral transforms.
-        batch_size: patches per inference batch.
-
-    Returns:
-        dict with y_true (uint8), y_prob (float32), y_prob_tta (when tta) and
-        inference: seconds, images_per_s (and tta_seconds, tta_images_per_s).
-    """
-    from pcam.h5data import read_labels
-    from pcam.pipeline import make_dataset
-
-    predictor = model if isinstance(model, Predictor) else Predictor(model)
-    ds = make_dataset(split, batch_size=batch_size, max_samples=max_samples, cache=False)
-    images = ds.map(lambda x, y: x)
-    out = {}
-    out["y_prob"], seconds = _timed_predict(predictor.single, images)
-    n = len(out["y_prob"])
-    out["y_true"] = read_labels(split)[:n].astype(np.uint8)
-    out["inference"] = {"seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1)}
-    if tta:
-        out["y_prob_tta"], tta_seconds = _timed_predict(predictor.tta, images)
-        out["inference"].update(tta_seconds=round(tta_seconds, 4),
-                                tta_images_per_s=round(n / tta_seconds, 1))
-    return out
-
-
-class Predictor:
-    """A model's inference functions, traced once and reused for every split."""
-
-    def __init__(self, model: keras.Model):
-        from pcam.augment import dihedral_variants
-
-        spec = [tf.TensorSpec([None, *model.input.shape[1:]], tf.uint8)]
-
-        def tta(x):
-            probs = [model(v, training=False) for v in dihedral_variants(x)]
-            return tf.reduce_mean(tf.stack(probs), axis=0)
-
-        self.model = model
-        self.single = tf.function(lambda x: model(x, training=False), input_signature=spec)
-        self.tta = tf.function(tta, input_signature=spec)
 
 
 def evaluate_after_training(folder: Path, record: dict, splits: dict) -> dict:
@@ -99,7 +48,7 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
         The updated record; each scored split notes its data folder. Its
         status is left as it was: scoring does not finish an interrupted run.
     """
-    from pcam.h5data import open_split
+    from pcam.data.h5read import open_split
 
     folder = run_path(run)
     record = read_record(folder)
@@ -112,9 +61,8 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
               data_dir) -> dict:
+    from pcam.data.h5read import read_dataset_info
     from pcam.environment import hardware_info
-    from pcam.h5data import read_dataset_info
-    from pcam.metrics import THRESHOLD_RULE, choose_threshold
 
     best = folder / record["checkpoints"]["best"]
     if not best.exists():
@@ -142,7 +90,7 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
                          data_label=info.get("label") or info.get("source"),
                          hardware=hardware_info())
         record["metrics"][name] = entry
-        record["predictions"][name] = _save_predictions(folder, name, pred)
+        record["predictions"][name] = save_predictions(folder, name, pred)
     if "valid" in splits:
         # A new threshold: score the other splits' saved predictions again with it,
         # so every column of the record uses the same threshold.
@@ -157,8 +105,6 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
 
 def _score(pred: dict, threshold: dict) -> dict:
     """Whole-split metrics of single-pass (and TTA) predictions at the valid thresholds."""
-    from pcam.metrics import evaluate_predictions
-
     scores = {"single": evaluate_predictions(pred["y_true"], pred["y_prob"], threshold["value"])}
     if "y_prob_tta" in pred:
         tta = evaluate_predictions(pred["y_true"], pred["y_prob_tta"],
@@ -170,23 +116,3 @@ def _score(pred: dict, threshold: dict) -> dict:
     return scores
 
 
-def _timed_predict(fn, images: tf.data.Dataset) -> tuple[np.ndarray, float]:
-    # Trace once on a dummy batch so that timing measures inference, not tracing. (Not
-    # on `images.take(1)`: dropping a tf.data iterator mid-stream can deadlock with the
-    # pipeline's Python block reader.)
-    fn(tf.zeros([1, *images.element_spec.shape[1:]], images.element_spec.dtype))
-    start = time.perf_counter()
-    probs = [fn(batch) for batch in images]
-    probs = np.concatenate([keras.ops.convert_to_numpy(p) for p in probs]).reshape(-1)
-    return probs.astype(np.float32), max(time.perf_counter() - start, 1e-9)
-
-
-def _save_predictions(folder: Path, name: str, pred: dict) -> str:
-    arrays = {k: pred[k] for k in ("y_true", "y_prob", "y_prob_tta") if k in pred}
-    buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    path = folder / "predictions" / f"{name}.npz"
-    temp = path.with_name(f".{path.name}.tmp")
-    temp.write_bytes(buffer.getvalue())
-    os.replace(temp, path)
-    return f"predictions/{name}.npz"

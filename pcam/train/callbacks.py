@@ -16,14 +16,14 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from pcam.fileio import atomic_path
+
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> Path:
     """`model.save(path)` through a temporary file, so `path` is never half-written."""
-    path = Path(path)
-    temp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(temp)
-    os.replace(temp, path)
-    return path
+    with atomic_path(path) as temp:
+        model.save(temp)
+    return Path(path)
 
 
 class NaNGuard(keras.callbacks.Callback):

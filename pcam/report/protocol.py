@@ -1,6 +1,6 @@
 """The protocol paragraph under the README table, written from the run records."""
 
-from pcam.readme_table import best_epoch, epochs_per_phase
+from pcam.report.table import best_epoch, epochs_per_phase
 
 
 def data_label(record: dict) -> str:

@@ -1,6 +1,6 @@
 """Open PCam-layout HDF5 files and check them before anything reads them.
 
-A split is two files in the data folder, named as in `pcam.spec.SPEC`: `x`
+A split is two files in the data folder, named as in `pcam.data.spec.SPEC`: `x`
 (N, 96, 96, 3) uint8 and `y` (N, 1, 1, 1) or (N,) with values in {0, 1}.
 `open_split` checks all of that from metadata plus the (small) labels and
 raises one `PCamError` naming the file and saying what to do. It never reads
@@ -17,9 +17,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPEC, SPLITS, check_split_name
 from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
-from pcam.spec import DATASET_INFO, PATCH_SHAPE, SPEC, SPLITS, check_split_name
 
 OFFICIAL_INFO = {"source": "PCam, Zenodo record 2546921", "synthetic": False}
 _GET_DATA = (
@@ -98,7 +98,7 @@ def read_labels(split: Split) -> np.ndarray:
 def read_images(split: Split, start: int, stop: int) -> np.ndarray:
     """Patches `start` to `stop` (exclusive) as uint8 (stop - start, 96, 96, 3).
 
-    Opens the file for each call; `pcam.pipeline` keeps one handle per
+    Opens the file for each call; `pcam.data.pipeline` keeps one handle per
     dataset instead.
     """
     if not 0 <= start <= stop <= split.length:

@@ -19,10 +19,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pcam.data.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
+from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
 from pcam.errors import PCamError
-from pcam.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
 from pcam.paths import data_dir as _resolve_data_dir
-from pcam.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
 KAGGLE_CSV = "train_labels.csv"

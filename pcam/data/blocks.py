@@ -1,4 +1,4 @@
-"""Contiguous block reads from a PCam image file, for `pcam.pipeline`.
+"""Contiguous block reads from a PCam image file, for `pcam.data.pipeline`.
 
 The used range `[0, stop)` of the file is cut into blocks of whole HDF5
 chunks; `BlockReader.read(i)` returns block `i`'s images and float32 labels,
@@ -12,8 +12,8 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from pcam.h5data import Split, read_block, read_labels
-from pcam.spec import PATCH_SHAPE, SPEC
+from pcam.data.h5read import Split, read_block, read_labels
+from pcam.data.spec import PATCH_SHAPE, SPEC
 
 # h5py <= 3.14 does not take its global lock ("phil") in read_direct_chunk
 # (fixed in h5py PR #2764); concurrent calls from tf.data threads then fail or

@@ -7,11 +7,12 @@ The notebooks' conclusions must not hold typed numbers: they call
 
 from pathlib import Path
 
-from pcam.readme_protocol import comparison_text, data_label
-from pcam.readme_table import best_epoch, epochs_per_phase
+from pcam.evaluation.compare import paired_comparison
+from pcam.evaluation.predictions import load_predictions
 from pcam.records import read_record, run_path
-from pcam.report import paired_comparison
-from pcam.report_inputs import common_split, load_predictions
+from pcam.report.inputs import common_split
+from pcam.report.protocol import comparison_text, data_label
+from pcam.report.table import best_epoch, epochs_per_phase
 
 
 def evaluation_split(record: dict) -> str:

@@ -1,4 +1,4 @@
-"""Resumable HTTP download of one file, for `pcam.download`.
+"""Resumable HTTP download of one file, for `pcam.data.download`.
 
 `fetch(url, part)` streams `url` into `part`, continuing an existing `part`
 with a `Range` request when the server allows it (Zenodo does) and starting

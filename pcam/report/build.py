@@ -10,45 +10,18 @@ from pathlib import Path
 
 from pcam import plots
 from pcam.errors import PCamError
-from pcam.gradcam import plot_gradcam_grid, select_cases
+from pcam.evaluation.compare import paired_comparison
+from pcam.evaluation.gradcam import select_cases
+from pcam.evaluation.predictions import load_predictions
+from pcam.fileio import write_text
 from pcam.paths import IMAGES_DIR, README, display_path
-from pcam.readme_protocol import protocol_text
-from pcam.readme_table import replace_block, results_table
-from pcam.report_inputs import common_split, load_predictions, load_records, published_records
+from pcam.report.inputs import common_split, load_records, published_records
+from pcam.report.protocol import protocol_text
+from pcam.report.table import replace_block, results_table
 
 _NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHED = True`; or "
             "set `\"published\": true` in `results/<run>/record.json`), then run "
             "`python -m pcam report`.")
-
-
-def paired_comparison(preds: list, *, n_boot: int = 1000, seed: int = 0) -> dict | None:
-    """McNemar's test and the paired-bootstrap AUC difference of two runs' predictions.
-
-    Args:
-        preds: two `Predictions` on the same split.
-        n_boot: bootstrap resamples; seed: their seed (fixed, so the README is stable).
-
-    Returns:
-        {"split", "models", "n", "mcnemar_p", "auc_difference", "auc_ci"}, or
-        {"note": why not} when the patches differ or hold one class; None for
-        fewer than two runs.
-    """
-    if len(preds) != 2:
-        return None
-    a, b = preds
-    if a.y_true.shape != b.y_true.shape or (a.y_true != b.y_true).any():
-        return {"note": f"not computed: {a.run} and {b.run} were evaluated on different patches."}
-    from pcam.stats import mcnemar, paired_auc_difference
-
-    correct_a = (a.y_prob >= a.threshold) == a.y_true.astype(bool)
-    correct_b = (b.y_prob >= b.threshold) == b.y_true.astype(bool)
-    test = mcnemar(correct_a, correct_b)
-    diff = paired_auc_difference(a.y_true, a.y_prob, b.y_prob, n_boot, seed)
-    if diff["ci"] is None:
-        return {"note": f"not computed: the {a.split} split holds one class only."}
-    return {"split": a.split, "models": [a.model, b.model], "n": int(a.y_true.size),
-            "mcnemar_p": float(test["p_value"]), "auc_difference": float(diff["diff"]),
-            "auc_ci": [float(v) for v in diff["ci"]]}
 
 
 def _data_dir(record: dict, split: str) -> Path:
@@ -83,7 +56,7 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     if pred is None:
         return notes + [f"{record['run']}: no predictions; Grad-CAM skipped"]
     try:
-        from pcam.h5data import open_split, read_images, read_labels
+        from pcam.data.h5read import open_split, read_images, read_labels
 
         split = open_split(_data_dir(record, pred.split), pred.split)
         cases = select_cases(pred.y_true, pred.y_prob, pred.threshold, per_case=4, seed=0)
@@ -94,14 +67,14 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
         patches = {i: read_images(split, i, i + 1)[0] for i in wanted}
     except PCamError as error:
         return notes + [f"{record['run']}: Grad-CAM skipped ({error})"]
-    plot_gradcam_grid(model, patches, pred.y_prob, cases, images / f"{name}_gradcam.png",
+    plots.plot_gradcam_grid(model, patches, pred.y_prob, cases, images / f"{name}_gradcam.png",
                       title=f"Grad-CAM, {record['model']}, {pred.split} split")
     return notes
 
 
 def _data_figures(record: dict, images: Path) -> list[str]:
     """Patches of each class and one patch under each augmentation, from a run's train split."""
-    from pcam.h5data import open_split, read_images, read_labels
+    from pcam.data.h5read import open_split, read_images, read_labels
 
     try:
         split = open_split(_data_dir(record, "train"), "train")
@@ -197,7 +170,5 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
             print(f"note: {note}")
     new = replace_block(text, block, name=display_path(readme))
     if new != text:
-        tmp = readme.with_name(f".{readme.name}.tmp")
-        tmp.write_text(new)
-        os.replace(tmp, readme)
+        write_text(readme, new)
     print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")

@@ -3,7 +3,7 @@
 from pathlib import Path
 
 from pcam.errors import PCamError
-from pcam.plots_common import model_colour, new_figure, save_figure
+from pcam.plots.common import model_colour, new_figure, save_figure
 
 # (panel title, metric keys drawn in it, y-axis label)
 _PANELS = (

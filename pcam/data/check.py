@@ -1,17 +1,18 @@
 """`python -m pcam check`: check every split present in a data folder.
 
 One row per split: patches, positives, bytes on disk and the MD5 status.
-The MD5s of the official `.h5` files are in `pcam.spec.SPEC`; folders written
+The MD5s of the official `.h5` files are in `pcam.data.spec.SPEC`; folders written
 by `pcam synthetic` or `pcam import-images` (they carry `dataset.json`) have
 no published checksum, so theirs is "n/a".
 """
 
 import os
 
+from pcam.data.h5read import available_splits, open_split, read_labels
+from pcam.data.spec import DATASET_INFO, SPEC
 from pcam.errors import PCamError
-from pcam.h5data import available_splits, open_split, read_labels
+from pcam.fileio import file_digest
 from pcam.paths import data_dir as _resolve_data_dir
-from pcam.spec import DATASET_INFO, SPEC
 
 MD5_VERIFIED = "verified"
 MD5_MISMATCH = "mismatch"
@@ -97,11 +98,10 @@ def _check_split(folder, name: str, official: bool, verify_md5: bool) -> dict:
     if verify_md5 and not official:
         row["md5"] = MD5_NOT_APPLICABLE
     elif verify_md5:
-        from pcam.download import md5sum  # lazy: only `check --md5` needs it
 
         row["md5"] = MD5_VERIFIED
         for path, expected in zip(paths, (spec.x.h5_md5, spec.y.h5_md5), strict=True):
-            got = md5sum(path)
+            got = file_digest(path, "md5")
             if got != expected:
                 row["md5"] = MD5_MISMATCH
                 errors.append(

@@ -1,36 +1,10 @@
 """Reading what runs left in `results/`: records, the published set, predictions."""
 
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-
-import numpy as np
 
 from pcam.errors import PCamError
 from pcam.paths import display_path, results_dir
-
-
-@dataclass
-class Predictions:
-    """One run's predictions on one split, with the record's numbers for it.
-
-    Attributes:
-        run, model, split: names from the record.
-        y_true: labels (N,) uint8.
-        y_prob: single-pass probabilities of class 1 (N,) float.
-        y_prob_tta: 8-fold dihedral TTA probabilities, or None.
-        threshold: the record's threshold (chosen on valid), else 0.5.
-        metrics: `record["metrics"][split]` (may be empty).
-    """
-
-    run: str
-    model: str
-    split: str
-    y_true: np.ndarray
-    y_prob: np.ndarray
-    y_prob_tta: np.ndarray | None = None
-    threshold: float = 0.5
-    metrics: dict = field(default_factory=dict)
 
 
 def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
@@ -85,30 +59,3 @@ def common_split(records: list[dict]) -> str | None:
     """The split every record has predictions for: test if possible, else valid."""
     return next((s for s in ("test", "valid")
                  if all(s in (r.get("predictions") or {}) for r in records)), None)
-
-
-def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictions | None:
-    """The run's saved predictions on `split`, or None when it has none.
-
-    Args:
-        run_dir: the run folder (holding record.json).
-        record: its record; `record["predictions"][split]` is the run-relative npz path.
-        split: "train", "valid" or "test".
-    """
-    rel = (record.get("predictions") or {}).get(split)
-    if not rel or not (Path(run_dir) / rel).exists():
-        return None
-    with np.load(Path(run_dir) / rel) as npz:
-        y_true = np.asarray(npz["y_true"]).reshape(-1)
-        y_prob = np.asarray(npz["y_prob"], dtype=np.float64).reshape(-1)
-        tta = npz["y_prob_tta"] if "y_prob_tta" in npz.files else None
-    if tta is not None:
-        tta = np.asarray(tta, dtype=np.float64).reshape(-1)
-        if tta.size != y_prob.size:
-            tta = None  # an empty placeholder means TTA was not run
-    threshold = (record.get("threshold") or {}).get("value", 0.5)
-    return Predictions(
-        run=record.get("run", Path(run_dir).name), model=record.get("model", "?"), split=split,
-        y_true=y_true, y_prob=y_prob, y_prob_tta=tta, threshold=float(threshold),
-        metrics=(record.get("metrics") or {}).get(split, {}),
-    )

@@ -1,21 +1,22 @@
 """Atomic writer of PCam-layout HDF5 files (used by `synthetic` and `import-images`).
 
-Each file is written under a temporary name in the target folder and renamed
-with `os.replace` once complete, so a crash never leaves a half-written file
+Each file goes through `pcam.fileio.atomic_path` (a temporary name in the
+target folder, fsync, rename), so a crash never leaves a half-written file
 under a real PCam name.
 """
 
+import contextlib
 import json
-import os
 from collections.abc import Iterable
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPEC, SPLITS, check_split_name
 from pcam.errors import PCamError
+from pcam.fileio import atomic_path, stale_temps, write_text
 from pcam.paths import data_dir as _resolve_data_dir
-from pcam.spec import DATASET_INFO, PATCH_SHAPE, SPEC, SPLITS, check_split_name
 
 # 32 patches = 864 KiB per chunk: under h5py's default 1 MiB chunk cache, so even
 # a per-sample reader decompresses each chunk once, while block readers (1024
@@ -28,13 +29,9 @@ GZIP_LEVEL = 4
 WRITER_ATTR = "pcam_transfer_writer"
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
-
-
 def _remove_stale_temps(path: Path) -> None:
     # Left behind only by a killed process; safe to drop before a new write.
-    for stale in path.parent.glob(f".{path.name}.*.tmp"):
+    for stale in stale_temps(path):
         stale.unlink(missing_ok=True)
 
 
@@ -66,12 +63,15 @@ def write_split(data_dir, split: str, images, labels) -> tuple[Path, Path]:
     folder = _resolve_data_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
     x_path, y_path = folder / spec.x.name, folder / spec.y.name
-    temps = [_temp_path(x_path), _temp_path(y_path)]
     for path in (x_path, y_path):
         _remove_stale_temps(path)
-    try:
-        with h5py.File(temps[0], "w") as f:
-            f.attrs[WRITER_ATTR] = "pcam.h5write"
+    # y is renamed first (inner block exits first): a crash between the two renames
+    # leaves x and y of different lengths at worst, which opening the split reports.
+    with contextlib.ExitStack() as stack:
+        x_temp = stack.enter_context(atomic_path(x_path))
+        y_temp = stack.enter_context(atomic_path(y_path))
+        with h5py.File(x_temp, "w") as f:
+            f.attrs[WRITER_ATTR] = "pcam.data.h5write"
             x = f.create_dataset(
                 "x", shape=(n, *PATCH_SHAPE), dtype=np.uint8,
                 chunks=(min(CHUNK_PATCHES, n), *PATCH_SHAPE),
@@ -91,19 +91,12 @@ def write_split(data_dir, split: str, images, labels) -> tuple[Path, Path]:
                 done += len(block)
             if done != n:
                 raise ValueError(f"{done} images but {n} labels for split {split!r}")
-        with h5py.File(temps[1], "w") as f:
-            f.attrs[WRITER_ATTR] = "pcam.h5write"
+        with h5py.File(y_temp, "w") as f:
+            f.attrs[WRITER_ATTR] = "pcam.data.h5write"
             f.create_dataset(
                 "y", data=labels.astype(np.uint8).reshape(n, 1, 1, 1),
                 compression="gzip", compression_opts=GZIP_LEVEL,
             )
-        # y first: a crash between the two renames leaves x and y of different
-        # lengths at worst, which opening the split reports.
-        os.replace(temps[1], y_path)
-        os.replace(temps[0], x_path)
-    finally:
-        for temp in temps:
-            temp.unlink(missing_ok=True)
     return x_path, y_path
 
 
@@ -111,14 +104,7 @@ def write_dataset_info(data_dir, info: dict) -> Path:
     """Write `info` as `dataset.json` in `data_dir`, atomically; returns its path."""
     folder = _resolve_data_dir(data_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / DATASET_INFO
-    temp = _temp_path(path)
-    try:
-        temp.write_text(json.dumps(info, indent=2) + "\n")
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
-    return path
+    return write_text(folder / DATASET_INFO, json.dumps(info, indent=2) + "\n")
 
 
 def _written_here(path: Path) -> bool:

@@ -88,7 +88,7 @@ def bootstrap_ci(y_true, y_prob, metric_fn: Callable, n_boot: int = 1000, seed: 
                  alpha: float = 0.05) -> dict:
     """Percentile bootstrap interval of any metric `metric_fn(y_true, y_prob)`.
 
-    General but slow (one call per replicate); `pcam.metrics.evaluate_predictions`
+    General but slow (one call per replicate); `pcam.evaluation.metrics.evaluate_predictions`
     uses the vectorised path for the standard metrics.
 
     Args:

@@ -12,7 +12,7 @@ import numpy as np
 import tensorflow as tf
 from skimage.color import hed_from_rgb, rgb_from_hed
 
-from pcam.config import AUGMENTATIONS
+from pcam.data.spec import AUGMENTATIONS
 
 MAX_SHIFT = 8  # pixels; the central 32x32 (rows/cols 32..63) stays in view up to 32
 HED_ALPHA = 0.05  # per-stain scale in [1 - a, 1 + a]  (Tellez et al. 2018, "HED light")
@@ -39,7 +39,7 @@ def build_augmenter(names: Sequence[str], seed: int = 0) -> Callable[..., tf.Ten
         Function `augment(images, seed=None)`: uint8 [B, 96, 96, 3] -> uint8
         [B, 96, 96, 3], or None when `names` is empty. With a per-batch
         `seed` (int tensor of shape [2]) the output depends on it only, which
-        keeps a parallel `tf.data` map reproducible (`pcam.pipeline` zips in
+        keeps a parallel `tf.data` map reproducible (`pcam.data.pipeline` zips in
         seeds from `tf.data.Dataset.random`);
         without, seeds come from a `tf.random.Generator` seeded with `seed`,
         reproducible only when batches are augmented one after the other.

@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from matplotlib.patches import Rectangle
 
-from pcam.plots_common import CLASS_NAMES, new_figure, save_figure
-from pcam.spec import CENTER_SIZE, PATCH_SHAPE
+from pcam.data.spec import CENTER_SIZE, PATCH_SHAPE
+from pcam.plots.common import CLASS_NAMES, new_figure, save_figure
 
 
 def draw_center_box(ax, *, colour: str = "yellow") -> None:
@@ -63,7 +63,7 @@ def plot_sample_grid(images, labels, path: str | Path | None = None, *, per_clas
 
 
 def plot_augmentations(patch, path: str | Path | None = None, *, seed: int = 0):
-    """One patch under each training augmentation (`pcam.augment.augmentation_examples`).
+    """One patch under each training augmentation (`pcam.data.augment.augmentation_examples`).
 
     Args:
         patch: uint8 array (96, 96, 3).
@@ -73,7 +73,7 @@ def plot_augmentations(patch, path: str | Path | None = None, *, seed: int = 0):
     Returns:
         The matplotlib `Figure`.
     """
-    from pcam.augment import augmentation_examples
+    from pcam.data.augment import augmentation_examples
 
     examples = augmentation_examples(np.asarray(patch), seed)
     items = list(examples.items()) if isinstance(examples, dict) else list(examples)

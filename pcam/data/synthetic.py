@@ -14,9 +14,9 @@ whatever `n` or `start` is asked for, and a large split can be streamed.
 
 import numpy as np
 
-from pcam.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
+from pcam.data.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
+from pcam.data.spec import CENTER_SIZE, SPLITS
 from pcam.paths import data_dir as _resolve_data_dir
-from pcam.spec import CENTER_SIZE, SPLITS
 
 BLOCK = 256
 DEFAULT_SIZES = {"train": 4096, "valid": 1024, "test": 1024}
@@ -257,7 +257,7 @@ def write_synthetic(data_dir=None, sizes=None, seed=0):
         "source": "synthetic",
         "synthetic": True,
         "seed": seed,
-        "description": "synthetic H&E-like patches (pcam.synthetic): label 1 iff tumour-like "
+        "description": "synthetic H&E-like patches (pcam.data.synthetic): label 1 iff tumour-like "
         "nuclei reach the central 32x32; 40% of negatives have tumour nuclei in the border only",
         "splits": written,
     }

@@ -75,6 +75,10 @@ SPEC: dict[str, SplitSpec] = {
 # absent for the official download. Records copy it to say what data a run saw.
 DATASET_INFO = "dataset.json"
 
+# Label-preserving training transforms, in the order they are applied; each is
+# implemented in `pcam.data.augment` (all keep the central 32x32 in view).
+AUGMENTATIONS = ("dihedral", "shift", "hed", "brightness_contrast")
+
 
 def check_split_name(split: str) -> str:
     """Return `split` if it is a PCam split name, else raise `PCamError`."""

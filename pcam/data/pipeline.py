@@ -15,9 +15,9 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pcam.blocks import BlockReader
-from pcam.h5data import Split, open_split
-from pcam.spec import PATCH_SHAPE
+from pcam.data.blocks import BlockReader
+from pcam.data.h5read import Split, open_split
+from pcam.data.spec import PATCH_SHAPE
 
 CACHE_LIMIT_BYTES = 2 * 1024**3
 _PATCH_BYTES = int(np.prod(PATCH_SHAPE))
@@ -44,7 +44,7 @@ def make_dataset(
     """Batches of (images, labels) streamed from one split.
 
     Args:
-        split: a `Split` from `pcam.h5data.open_split`, or a split name
+        split: a `Split` from `pcam.data.h5read.open_split`, or a split name
             ("train", "valid", "test") opened from `data_dir`.
         data_dir: data folder when `split` is a name; default `pcam.paths.data_dir()`.
         batch_size: patches per batch, >= 1.
@@ -54,7 +54,7 @@ def make_dataset(
         seed: integer seed; the same seed gives the same order epoch by epoch.
         max_samples: use only the first `max_samples` patches of the file
             (None: all). Larger than the file means all.
-        augment: names for `pcam.augment.build_augmenter`, applied to whole
+        augment: names for `pcam.data.augment.build_augmenter`, applied to whole
             batches; empty for none.
         cache: True keeps the patches read in memory for later epochs, False
             never does, "auto" caches when the used part is under 2 GiB.
@@ -99,7 +99,7 @@ def make_dataset(
         batches = whole + (1 if rest and not drop_remainder else 0)
         ds = ds.apply(tf.data.experimental.assert_cardinality(batches))
     if augment:
-        from pcam.augment import build_augmenter  # lazy: optional at import time
+        from pcam.data.augment import build_augmenter  # lazy: optional at import time
 
         augmenter = build_augmenter(tuple(augment), seed)
         if augmenter is not None:

@@ -1,12 +1,12 @@
 """Download, verify and unpack PatchCamelyon from Zenodo.
 
 `python -m pcam download` calls `download()`. For each file of a split it
-fetches `<name>.gz` into `<name>.gz.part`, checks the MD5 from `pcam.spec`,
+fetches `<name>.gz` into `<name>.gz.part`, checks the MD5 from `pcam.data.spec`,
 gunzips into `<name>.part`, checks the unpacked MD5 and only then renames it
 to `<name>`. A verified `.h5` is skipped on a rerun; a `.part` file is never
 taken for a good one.
 
-Why the fetching is written by hand (`pcam._http`): `keras.utils.get_file`
+Why the fetching is written by hand (`pcam.data.fetch`): `keras.utils.get_file`
 (urllib's `urlretrieve`) and pooch both delete the partial file when a
 transfer fails, so a drop at 90% of the 6.4 GB train file starts over from
 zero. An HTTP `Range` request resumes it instead, in about 100 lines.
@@ -32,27 +32,13 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from pcam import _http, paths
-from pcam import spec as pcam_spec
+from pcam import paths
+from pcam.data import fetch as _http
+from pcam.data import spec as pcam_spec
 from pcam.errors import PCamError
+from pcam.fileio import atomic_path, file_digest, write_text
 
 _CHUNK = 1 << 22  # 4 MiB reads: hashing runs at disk speed
-
-
-def md5sum(path: str | os.PathLike) -> str:
-    """The hex MD5 of a file, read in 4 MiB chunks (constant memory).
-
-    Args:
-        path: the file.
-
-    Returns:
-        The 32-character lower-case hex digest.
-    """
-    digest = hashlib.md5(usedforsecurity=False)
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def download(
@@ -73,7 +59,7 @@ def download(
             about 8 GB to download and 9 GB unpacked).
         base_url: fetch `base_url + "/" + <name>.h5.gz` instead of Zenodo
             (a mirror, or a local server in tests); default `$PCAM_BASE_URL`,
-            else the Zenodo URLs of `pcam.spec`.
+            else the Zenodo URLs of `pcam.data.spec`.
 
     Returns:
         The paths of the verified `.h5` files, x then y for each split.
@@ -126,7 +112,7 @@ def _get_file(pfile: pcam_spec.PCamFile, folder: Path, url: str,
         _disk_guard(part, lambda: _http.fetch(url, part, expected_size=pfile.gz_bytes,
                                                session=session))
         # Hashing after the transfer (not during) also covers resumed files.
-        if md5sum(part) != pfile.gz_md5:
+        if file_digest(part, "md5") != pfile.gz_md5:
             _bad_gz(part, pfile, url, where="downloaded")
         os.replace(part, gz)
         _write_stamp(gz, pfile.gz_md5)
@@ -138,7 +124,7 @@ def _get_file(pfile: pcam_spec.PCamFile, folder: Path, url: str,
 
 
 def _bad_gz(gz: Path, pfile: pcam_spec.PCamFile, url: str, where: str) -> None:
-    actual, size = md5sum(gz), gz.stat().st_size
+    actual, size = file_digest(gz, "md5"), gz.stat().st_size
     expected_size = f" of {pfile.gz_bytes:,}" if pfile.gz_bytes else ""
     short = " (truncated)" if pfile.gz_bytes and size < pfile.gz_bytes else ""
     gz.unlink()
@@ -152,35 +138,38 @@ def _bad_gz(gz: Path, pfile: pcam_spec.PCamFile, url: str, where: str) -> None:
 
 
 def _gunzip(gz: Path, h5: Path, pfile: pcam_spec.PCamFile) -> None:
-    """Unpack `gz` to `h5` through `<name>.part`, hashing on the way."""
-    part = h5.with_name(h5.name + ".part")
+    """Unpack `gz` to `h5` through a temporary file, hashing on the way."""
     digest = hashlib.md5(usedforsecurity=False)
     try:
-        with open(gz, "rb") as raw, gzip.GzipFile(fileobj=raw) as src, \
-                open(part, "wb") as out, tqdm(
-                    total=gz.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
-                    desc=f"unpacking {gz.name}", leave=False) as bar:
-            while chunk := src.read(_CHUNK):
-                digest.update(chunk)
-                out.write(chunk)
-                bar.update(raw.tell() - bar.n)
+        with atomic_path(h5) as part:
+            with open(gz, "rb") as raw, gzip.GzipFile(fileobj=raw) as src, \
+                    open(part, "wb") as out, tqdm(
+                        total=gz.stat().st_size, unit="B", unit_scale=True, unit_divisor=1024,
+                        desc=f"unpacking {gz.name}", leave=False) as bar:
+                while chunk := src.read(_CHUNK):
+                    digest.update(chunk)
+                    out.write(chunk)
+                    bar.update(raw.tell() - bar.n)
+            if digest.hexdigest() != pfile.h5_md5:
+                raise _BadUnpack(digest.hexdigest())
     except (EOFError, gzip.BadGzipFile, zlib.error) as error:
-        part.unlink(missing_ok=True)
         gz.unlink()
         gz.with_name(gz.name + ".md5").unlink(missing_ok=True)
         raise PCamError(
             f"{gz} is truncated or corrupt ({error}); removed it. Rerun "
             "`python -m pcam download` to fetch it again"
         ) from None
-    if digest.hexdigest() != pfile.h5_md5:
-        part.unlink()
+    except _BadUnpack as bad:
         raise PCamError(
-            f"{pfile.name} unpacked from a verified {gz.name} has MD5 {digest.hexdigest()}, "
+            f"{pfile.name} unpacked from a verified {gz.name} has MD5 {bad}, "
             f"expected {pfile.h5_md5}; the disk may be faulty. The .gz is kept: rerun "
             "`python -m pcam download` to unpack it again"
-        )
-    os.replace(part, h5)
+        ) from None
     _write_stamp(h5, pfile.h5_md5)
+
+
+class _BadUnpack(Exception):
+    """An unpacked file whose MD5 is wrong (the temporary file is dropped)."""
 
 
 def _disk_guard(path: Path, work) -> None:
@@ -208,10 +197,8 @@ def _stamp_path(path: Path) -> Path:
 
 def _write_stamp(path: Path, md5: str) -> None:
     stat = path.stat()
-    stamp = _stamp_path(path)
-    tmp = stamp.with_name(stamp.name + ".tmp")
-    tmp.write_text(json.dumps({"md5": md5, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
-    os.replace(tmp, stamp)
+    write_text(_stamp_path(path),
+               json.dumps({"md5": md5, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}))
 
 
 def _checked_md5(path: Path, expected_md5: str) -> str:
@@ -224,7 +211,7 @@ def _checked_md5(path: Path, expected_md5: str) -> str:
             return stamp["md5"]
     except (OSError, ValueError, KeyError, TypeError):
         pass
-    actual = md5sum(path)
+    actual = file_digest(path, "md5")
     if actual == expected_md5:
         _write_stamp(path, actual)
     return actual

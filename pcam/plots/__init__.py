@@ -3,18 +3,19 @@
 Each function returns a matplotlib `Figure` (or a path for model diagrams) and
 writes a PNG when given a path. The code lives in small modules:
 `plots_training` (curves), `plots_eval` (ROC/PR, confusion, calibration),
-`plots_data` (patches, augmentations, model diagrams) and `pcam.gradcam`.
+`plots_data` (patches, augmentations, model diagrams) and `pcam.evaluation.gradcam`.
 """
 
-from pcam.plots_common import MODEL_COLOURS, model_colour, save_figure, slug
-from pcam.plots_data import (
+from pcam.plots.common import MODEL_COLOURS, model_colour, save_figure, slug
+from pcam.plots.data import (
     draw_center_box,
     plot_augmentations,
     plot_model_diagram,
     plot_sample_grid,
 )
-from pcam.plots_eval import plot_confusion, plot_reliability, plot_roc_pr
-from pcam.plots_training import plot_compared_curves, plot_training_curves
+from pcam.plots.evaluation import plot_confusion, plot_reliability, plot_roc_pr
+from pcam.plots.gradcam import plot_gradcam_grid
+from pcam.plots.training import plot_compared_curves, plot_training_curves
 
 __all__ = [
     "MODEL_COLOURS",
@@ -23,6 +24,7 @@ __all__ = [
     "plot_augmentations",
     "plot_compared_curves",
     "plot_confusion",
+    "plot_gradcam_grid",
     "plot_model_diagram",
     "plot_reliability",
     "plot_roc_pr",

@@ -10,7 +10,7 @@ import warnings
 
 import numpy as np
 
-from pcam import calibration, stats
+from pcam.evaluation import calibration, stats
 
 THRESHOLD_RULE = (
     "maximise Youden's J (sensitivity + specificity - 1) on the validation split; "

@@ -21,12 +21,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
-from pcam import distribute, paths
-from pcam.callbacks import EpochCheckpoints, NaNGuard, RecordHistory
+from pcam import paths
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.models import build_model, check_model_args, get_backbone, set_phase
 from pcam.records import ensure_writable, new_or_resumed_record, write_record
+from pcam.train import distribute
+from pcam.train.callbacks import EpochCheckpoints, NaNGuard, RecordHistory
 
 
 def run_training(
@@ -48,8 +49,8 @@ def run_training(
     Returns:
         The record (also in `results/<run>/record.json`), see `pcam.records`.
     """
-    from pcam.evaluate import evaluate_after_training
-    from pcam.h5data import available_splits, open_split
+    from pcam.data.h5read import available_splits, open_split
+    from pcam.evaluation.evaluate import evaluate_after_training
 
     backbone = get_backbone(config.model)
     check_model_args(config.model, config.alpha, config.weights)  # before any file is written
@@ -103,9 +104,9 @@ def plan_phases(config: TrainConfig, recipe: str) -> list[tuple[str, int, int]]:
 
 
 def _train_phases(config, backbone, folder, record, splits, verbose, extra, strategy) -> None:
-    from pcam.pipeline import make_dataset
+    from pcam.data.pipeline import make_dataset
 
-    # config.batch_size is the global batch here (see pcam.distribute.scale_config).
+    # config.batch_size is the global batch here (see pcam.train.distribute.scale_config).
     # Several replicas: drop the last partial batch, which could leave a replica an empty
     # batch (BatchNorm statistics of nothing); shuffling drops different patches each epoch.
     train = make_dataset(splits["train"], batch_size=config.batch_size, shuffle=True,
@@ -158,7 +159,7 @@ def _fresh_or_last(config, checkpoints: Path, started: bool) -> keras.Model:
 
 
 def _metrics() -> list:
-    from pcam.metrics import training_metrics
+    from pcam.evaluation.metrics import training_metrics
 
     return training_metrics()
 

@@ -1,0 +1,82 @@
+"""Saved predictions: `results/<run>/predictions/<split>.npz`, written and read here.
+
+Each file holds y_true (uint8), y_prob (float32) and, when TTA ran, y_prob_tta
+(float32), all in the split's file order.
+"""
+
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pcam.fileio import write_bytes
+
+
+@dataclass
+class Predictions:
+    """One run's predictions on one split, with the record's numbers for it.
+
+    Attributes:
+        run, model, split: names from the record.
+        y_true: labels (N,) uint8.
+        y_prob: single-pass probabilities of class 1 (N,) float.
+        y_prob_tta: 8-fold dihedral TTA probabilities, or None.
+        threshold: the record's threshold (chosen on valid), else 0.5.
+        metrics: `record["metrics"][split]` (may be empty).
+    """
+
+    run: str
+    model: str
+    split: str
+    y_true: np.ndarray
+    y_prob: np.ndarray
+    y_prob_tta: np.ndarray | None = None
+    threshold: float = 0.5
+    metrics: dict = field(default_factory=dict)
+
+
+def save_predictions(folder: str | Path, name: str, pred: dict) -> str:
+    """Write `pred`'s arrays to `folder/predictions/<name>.npz` atomically.
+
+    Args:
+        folder: the run folder.
+        name: the split ("train", "valid", "test").
+        pred: from `pcam.evaluation.predict.predict_split` (y_true, y_prob, y_prob_tta).
+
+    Returns:
+        The path relative to the run folder, as stored in the record.
+    """
+    arrays = {k: pred[k] for k in ("y_true", "y_prob", "y_prob_tta") if k in pred}
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    (Path(folder) / "predictions").mkdir(exist_ok=True)
+    write_bytes(Path(folder) / "predictions" / f"{name}.npz", buffer.getvalue())
+    return f"predictions/{name}.npz"
+
+
+def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictions | None:
+    """The run's saved predictions on `split`, or None when it has none.
+
+    Args:
+        run_dir: the run folder (holding record.json).
+        record: its record; `record["predictions"][split]` is the run-relative npz path.
+        split: "train", "valid" or "test".
+    """
+    rel = (record.get("predictions") or {}).get(split)
+    if not rel or not (Path(run_dir) / rel).exists():
+        return None
+    with np.load(Path(run_dir) / rel) as npz:
+        y_true = np.asarray(npz["y_true"]).reshape(-1)
+        y_prob = np.asarray(npz["y_prob"], dtype=np.float64).reshape(-1)
+        tta = npz["y_prob_tta"] if "y_prob_tta" in npz.files else None
+    if tta is not None:
+        tta = np.asarray(tta, dtype=np.float64).reshape(-1)
+        if tta.size != y_prob.size:
+            tta = None  # an empty placeholder means TTA was not run
+    threshold = (record.get("threshold") or {}).get("value", 0.5)
+    return Predictions(
+        run=record.get("run", Path(run_dir).name), model=record.get("model", "?"), split=split,
+        y_true=y_true, y_prob=y_prob, y_prob_tta=tta, threshold=float(threshold),
+        metrics=(record.get("metrics") or {}).get(split, {}),
+    )
