@@ -12,13 +12,25 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
+from pcam import compat
 from pcam.data.h5read import Split, read_block, read_labels
 from pcam.data.spec import PATCH_SHAPE, SPEC
 
-# h5py <= 3.14 does not take its global lock ("phil") in read_direct_chunk
-# (fixed in h5py PR #2764); concurrent calls from tf.data threads then fail or
-# hang inside HDF5, so take that lock here. It is reentrant: newer h5py is fine.
-_H5_LOCK = getattr(h5py._objects, "phil", None) or threading.RLock()
+
+def gzip_only(x: h5py.Dataset) -> bool:
+    """Whether gzip is the only filter of `x`, so each raw chunk is one zlib stream.
+
+    Args:
+        x: an HDF5 dataset (chunked or not).
+
+    Returns:
+        True for gzip alone; False with no filter, another compressor, or gzip
+        together with any other filter (shuffle, fletcher32, scaleoffset, ...).
+    """
+    # `compression` names one compressor and no property covers nbit or plugin
+    # filters, so gzip next to lzf, nbit or a plugin still reads "gzip";
+    # counting the filters rules those out.
+    return x.compression == "gzip" and x.id.get_create_plist().get_nfilters() == 1
 
 
 class BlockReader:
@@ -44,8 +56,10 @@ class BlockReader:
             x = f[SPEC[split.name].x.key]
             chunks = x.chunks
             whole_patches = bool(chunks) and tuple(chunks[1:]) == PATCH_SHAPE
-            self._direct = whole_patches and set(x._filters) == {"gzip"}
+            self._direct = whole_patches and gzip_only(x)
         self.rows = chunks[0] if whole_patches else 1
+        # h5py <= 3.14 does not lock read_direct_chunk itself (see pcam.compat).
+        self._chunk_lock = compat.h5py_chunk_lock() if self._direct else None
         # Whole chunks per block: each gzip chunk is inflated once per read.
         self.block_size = max(self.rows, block_size // self.rows * self.rows)
         self.num_blocks = -(-stop // self.block_size)
@@ -79,7 +93,7 @@ class BlockReader:
         images = np.empty((stop - start, *PATCH_SHAPE), dtype=np.uint8)
         for row in range(start, stop, self.rows):
             try:
-                with _H5_LOCK:
+                with self._chunk_lock:
                     mask, raw = x.id.read_direct_chunk((row, 0, 0, 0))
                 data = raw if mask & 1 else zlib.decompress(raw)  # bit 0: gzip skipped
                 chunk = np.frombuffer(data, np.uint8).reshape(self.rows, *PATCH_SHAPE)

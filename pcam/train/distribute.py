@@ -31,6 +31,7 @@ from pathlib import Path
 
 import tensorflow as tf
 
+from pcam import compat
 from pcam.config import STRATEGIES, TrainConfig
 from pcam.errors import PCamError
 
@@ -179,35 +180,16 @@ def distribute_input(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy)
 def fit_ready(model, strategy: tf.distribute.Strategy):
     """Let `model.fit`/`evaluate` run under `MultiWorkerMirroredStrategy`; returns `model`.
 
-    Two Keras 3 steps fail across workers (keras-team/keras#20585), so this
-    model (not Keras) gets two small overrides; other strategies keep Keras'
-    own code:
+    Keras 3 fails there (keras-team/keras#20585); `pcam.compat.multiworker_fit`
+    gives the model two small overrides. Other strategies keep Keras' own code.
 
-    - before building its loss and metrics Keras all-reduces the first input
-      batch only to learn its shapes; one local replica's batch has them too;
-    - Keras averages each step's logs over replicas with `reduce(MEAN, axis=0)`,
-      which fails on scalars; the logs get a leading axis of length 1, so the
-      same reduce gives the same mean over replicas as on one machine.
+    Raises:
+        RuntimeError: multi-worker only, when the installed Keras is not the
+            version that workaround was verified with.
     """
-    if not is_multiworker(strategy) or getattr(model, "_pcam_fit_ready", False):
+    if not is_multiworker(strategy):
         return model
-
-    def build(iterator=None, data_batch=None):
-        if iterator is not None:
-            for _, _, batches in iterator:  # as Keras does: peek at the first batch
-                data_batch = tf.nest.map_structure(
-                    lambda v: strategy.experimental_local_results(v)[0], next(batches))
-                break
-        with strategy.scope():
-            model._symbolic_build(data_batch=data_batch)
-
-    def with_axis(step):
-        return lambda data: tf.nest.map_structure(lambda v: tf.expand_dims(v, 0), step(data))
-
-    model._maybe_symbolic_build = build
-    model.train_step, model.test_step = with_axis(model.train_step), with_axis(model.test_step)
-    model._pcam_fit_ready = True
-    return model
+    return compat.multiworker_fit(model, strategy)
 
 
 def worker_folder(target: Path, strategy: tf.distribute.Strategy) -> Path:
@@ -232,38 +214,3 @@ def remove_worker_folder(folder: Path, strategy: tf.distribute.Strategy) -> None
     """Delete a non-chief worker's temporary folder; nothing on the chief."""
     if not is_chief(strategy):
         shutil.rmtree(folder, ignore_errors=True)
-
-
-def describe_devices(check: bool = True) -> str:
-    """One line on the GPUs visible and what `--strategy auto` does with them.
-
-    Args:
-        check: with more than one GPU, also all-reduce a tensor under
-            `MirroredStrategy` and say whether the sum came out right.
-
-    Returns:
-        e.g. "2 GPUs (NVIDIA H200 x2): auto -> MirroredStrategy, 2 replicas;
-        global batch = batch_size x 2, learning rates x 2; all-reduce ok".
-    """
-    gpus = tf.config.list_physical_devices("GPU")
-    if not gpus:
-        return "no GPU visible: auto -> default strategy on the CPU, 1 replica"
-    names = [tf.config.experimental.get_device_details(g).get("device_name", g.name)
-             for g in gpus]
-    kinds = ", ".join(f"{n} x{names.count(n)}" for n in dict.fromkeys(names))
-    if len(gpus) == 1:
-        return f"1 GPU ({kinds}): auto -> default strategy, 1 replica (no multi-GPU check)"
-    strategy = tf.distribute.MirroredStrategy()
-    replicas = strategy.num_replicas_in_sync
-    line = (f"{len(gpus)} GPUs ({kinds}): auto -> MirroredStrategy, {replicas} replicas; "
-            f"global batch = batch_size x {replicas}, learning rates x {replicas}")
-    if check:  # replica i contributes i + 1, so the sum is known
-        def ids():
-            return tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group + 1,
-                           tf.float32)
-
-        total = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.run(ids), axis=None)
-        expected = replicas * (replicas + 1) / 2
-        line += "; all-reduce ok" if float(total) == expected else (
-            f"; all-reduce WRONG ({float(total)} != {expected})")
-    return line
