@@ -1,4 +1,4 @@
-"""Metrics: hand-computed values, whole-split vs batch-averaged F1, Keras training metrics."""
+"""Metrics: hand-computed values, whole-split vs batch-averaged F1, ECE, Keras training metrics."""
 
 import time
 
@@ -11,6 +11,7 @@ from pcam.evaluation.metrics import (
     choose_threshold,
     classification_metrics,
     evaluate_predictions,
+    expected_calibration_error,
     training_metrics,
 )
 
@@ -115,6 +116,27 @@ def test_choose_threshold_separates_and_handles_one_class():
     assert "Youden" in THRESHOLD_RULE
     with pytest.warns(UserWarning, match="one class"):
         assert choose_threshold(np.ones(4), np.full(4, 0.3)) == 0.5
+
+
+def test_ece_function_gives_the_records_ece():
+    for seed, n_bins in ((0, 10), (1, 15), (2, 4)):
+        y, p = _random_predictions(3000, seed)
+        p = p.astype(np.float32)  # as saved predictions are
+        p[:5] = [0.0, 1.0, 0.5, 0.25, 0.999]  # bin edges and the closed end
+        record = evaluate_predictions(y, p, 0.5, n_boot=0, n_bins=n_bins)
+        assert expected_calibration_error(y, p, n_bins) == record["ece"]
+    with pytest.raises(ValueError, match="no predictions"):
+        expected_calibration_error([], [])
+
+
+def test_ece_small_when_calibrated_large_when_overconfident():
+    rng = np.random.default_rng(0)
+    p = rng.random(20000)
+    y = (rng.random(20000) < p).astype(int)
+    assert expected_calibration_error(y, p) < 0.02
+    logit = np.log(p / (1 - p))
+    overconfident = 1 / (1 + np.exp(-4 * logit))
+    assert expected_calibration_error(y, overconfident) > 0.1
 
 
 def test_bootstrap_is_fast_on_a_full_split():

@@ -85,7 +85,7 @@ def test_bad_arguments(tmp_path):
         build_model("mobilenet", alpha=0.3, weights=None)
     with pytest.raises(PCamError, match="resnet50 has no width multiplier"):
         build_model("resnet50", alpha=0.5, weights=None)
-    with pytest.raises(PCamError, match="unknown model 'vgg'; use one of mobilenet, resnet50"):
+    with pytest.raises(PCamError, match="unknown model 'vgg'; use one of mobilenet, resnet50$"):
         build_model("vgg")
     missing = tmp_path / "nope.h5"
     with pytest.raises(PCamError, match=f"weights file {missing} does not exist"):

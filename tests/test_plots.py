@@ -1,7 +1,9 @@
 """Figures: written, readable PNGs at README width; missing parts handled."""
 
 import json
+import os
 import shutil
+import subprocess
 import sys
 import warnings
 
@@ -69,6 +71,22 @@ def test_comparison_figures(tmp_path):
     for name in ("compare_curves", "compare_roc_pr", "compare_confusion", "compare_reliability"):
         width, _ = _png_size(out / f"{name}.png")
         assert 500 <= width <= 1000
+
+
+def test_reliability_without_record_ece_shows_the_same_ece(tmp_path):
+    record, pred = _load(make_run(tmp_path, "m", "mobilenet", seed=1))
+    pred.metrics = {}  # predictions without their record's numbers
+    fig = plots.plot_reliability([pred])
+    ece = record["metrics"]["test"]["single"]["ece"]
+    assert f"mobilenet ECE {ece:.3f}" in fig.axes[0].get_legend_handles_labels()[1]
+
+
+def test_importing_plots_leaves_the_backend_alone():
+    code = "import matplotlib, pcam.plots; print(matplotlib.get_backend())"
+    env = {**os.environ, "MPLBACKEND": "svg"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "svg"  # a notebook keeps its inline backend the same way
 
 
 def test_eval_plots_without_tta_or_test_split(tmp_path):

@@ -7,7 +7,7 @@ from fake_runs import make_run
 
 from pcam.errors import PCamError
 from pcam.report.build import build_report
-from pcam.report.table import END, START, parse_table, replace_block
+from pcam.report.table import END, START, replace_block
 
 README = f"# Title\n\nIntro text.\n\n{START}\nold table\n{END}\n\n## Reference results\nkept\n"
 
@@ -26,6 +26,27 @@ def two_runs(tmp_path):
 def _block(readme):
     text = readme.read_text()
     return text.split(START)[1].split(END)[0]
+
+
+def _row(label, cells):
+    """One table line as the README shows it."""
+    return f"| {label} | " + " | ".join(cells) + " |"
+
+
+def _pct(numbers, key):
+    """A metric with its CI as the table writes it: "86.1 ± 0.7" (percent, CI half-width)."""
+    group, _, name = key.rpartition(".")
+    lo, hi = numbers["ci"][key]
+    value = numbers[group][name] if group else numbers[name]
+    return f"{100 * value:.1f} ± {100 * (hi - lo) / 2:.1f}"
+
+
+def _model_cells(record, key, history_key):
+    """One model's cells (train, valid, test, test TTA) of the metric row `key`."""
+    best = max(record["history"], key=lambda h: h["val_auc"])  # train: best epoch, no CI
+    metrics = record["metrics"]
+    return [f"{100 * best[history_key]:.1f}", _pct(metrics["valid"]["single"], key),
+            _pct(metrics["test"]["single"], key), _pct(metrics["test"]["tta"], key)]
 
 
 def test_report_rewrites_only_between_markers_and_is_idempotent(two_runs):
@@ -49,24 +70,26 @@ def test_table_numbers_are_the_records_numbers(two_runs):
     build_report(results, readme, images, gradcam=False)
     block = _block(readme)
     assert "mobilenet-demo" not in block  # unpublished runs stay out
-    table = "\n".join(line for line in block.splitlines() if line.startswith("|"))
-    cells = parse_table(table)
-    for run, model in (("mobilenet-pub", "mobilenet"), ("resnet50-pub", "resnet50")):
-        record = json.loads((results / run / "record.json").read_text())
-        test = record["metrics"]["test"]["single"]
-        lo, hi = test["ci"]["at_chosen.recall"]
-        assert cells[("recall (%)", f"{model} test")] == (
-            f"{100 * test['at_chosen']['recall']:.1f} ± {100 * (hi - lo) / 2:.1f}")
-        value = float(cells[("ROC AUC (%)", f"{model} valid")].split(" ± ")[0])
-        assert value == pytest.approx(100 * record["metrics"]["valid"]["single"]["roc_auc"],
-                                      abs=0.051)
-        tta = record["metrics"]["test"]["tta"]["at_chosen"]["accuracy"]
-        assert cells[("accuracy (%)", f"{model} test TTA")].startswith(f"{100 * tta:.1f} ± ")
-        assert cells[("train time (min)", f"{model} train")] == (
-            f"{record['timings']['train_seconds'] / 60:.1f}")
-        assert cells[("inference time (s)", f"{model} test TTA")] == "10.5"
-        best = max(record["history"], key=lambda h: h["val_auc"])
-        assert cells[("F1 (%)", f"{model} train")] == f"{100 * best['f1']:.1f}"
+    lines = block.splitlines()
+    columns = ("train", "valid", "test", "test TTA")
+    assert _row("metric", [f"{m} {c}" for m in ("mobilenet", "resnet50") for c in columns]) in lines
+    records = [json.loads((results / run / "record.json").read_text())
+               for run in ("mobilenet-pub", "resnet50-pub")]
+    for label, key, history_key in (
+        ("accuracy (%)", "at_chosen.accuracy", "accuracy"),
+        ("precision (%)", "at_chosen.precision", "precision"),
+        ("recall (%)", "at_chosen.recall", "recall"),
+        ("F1 (%)", "at_chosen.f1", "f1"),
+        ("ROC AUC (%)", "roc_auc", "auc"),
+    ):
+        cells = [c for r in records for c in _model_cells(r, key, history_key)]
+        assert _row(label, cells) in lines
+    seconds = [[""] + [f"{r['metrics'][s]['inference'][k]:.1f}" for s, k in (
+        ("valid", "seconds"), ("test", "seconds"), ("test", "tta_seconds"))] for r in records]
+    assert seconds[0][-1] == "10.5"  # TTA on test, from fake_runs
+    assert _row("inference time (s)", seconds[0] + seconds[1]) in lines
+    train = [[f"{r['timings']['train_seconds'] / 60:.1f}", "", "", ""] for r in records]
+    assert _row("train time (min)", train[0] + train[1]) in lines
     assert "**Data:** PCam subset (JPEG), not the PCam test split." in block
     assert "**Split mapping:** test: valid; valid: 2,000 held out from train." in block
     assert "McNemar" in block and "p = " in block
@@ -106,10 +129,10 @@ def test_one_model_without_tta_or_test_split(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     build_report(results, readme, tmp_path / "images", gradcam=False)
-    cells = parse_table("\n".join(
-        line for line in _block(readme).splitlines() if line.startswith("|")))
-    assert cells[("accuracy (%)", "mobilenet test")] == "–"
-    assert ("accuracy (%)", "mobilenet test TTA") not in cells
+    lines = _block(readme).splitlines()
+    assert _row("metric", ["mobilenet train", "mobilenet valid", "mobilenet test"]) in lines
+    accuracy = next(line for line in lines if line.startswith("| accuracy (%) |"))
+    assert accuracy.endswith(" | – |")  # no test split: a dash, and no TTA column
     assert (tmp_path / "images" / "compare_roc_pr.png").exists()  # on valid
 
 
@@ -177,8 +200,8 @@ def test_evaluated_train_split_is_used_with_its_ci(tmp_path):
     readme.write_text(README)
     build_report(results, readme, tmp_path / "images", gradcam=False)
     block = _block(readme)
-    cells = parse_table("\n".join(line for line in block.splitlines() if line.startswith("|")))
+    columns = ("train", "valid", "test", "test TTA")
+    assert _row("metric", [f"resnet50 {c}" for c in columns]) in block.splitlines()
     train = json.loads((run_dir / "record.json").read_text())["metrics"]["train"]["single"]
-    f1 = f"{100 * train['at_chosen']['f1']:.1f} ± "
-    assert cells[("F1 (%)", "resnet50 train")].startswith(f1)
+    assert f"| F1 (%) | {_pct(train, 'at_chosen.f1')} | " in block  # first column: train
     assert "the first training patches of the file (N below) evaluated like valid and test" in block

@@ -1,8 +1,9 @@
-"""Calibration: reliability curve and expected calibration error (ECE).
+"""Calibration: the equal-width probability bins and the reliability curve.
 
 A model is calibrated when, among patches given probability p, a fraction p is
-tumour. Both functions use the same equal-width bins, so the ECE is the
-count-weighted gap that the reliability diagram shows.
+tumour. `pcam.evaluation.metrics` computes the expected calibration error (ECE)
+on the same bins (`bin_index`), so the ECE is the count-weighted gap that the
+reliability diagram shows.
 """
 
 import numpy as np
@@ -56,29 +57,6 @@ def reliability_curve(y_true, y_prob, n_bins: int = 10) -> dict:
         "fraction_positive": per_bin(sum_y),
         "count": count.tolist(),
     }
-
-
-def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
-    """Count-weighted mean |fraction positive - mean predicted| over bins.
-
-    Args:
-        y_true: labels in {0, 1}, shape (N,).
-        y_prob: predicted probabilities of class 1, shape (N,).
-        n_bins: number of equal-width bins on [0, 1], >= 1. Default 10.
-
-    Returns:
-        ECE in [0, 1]; 0 for a perfectly calibrated model (NaN when N = 0).
-
-    Reference:
-        Guo et al., "On calibration of modern neural networks", ICML 2017.
-    """
-    y, p = _check(y_true, y_prob)
-    if len(y) == 0:
-        return float("nan")
-    idx = bin_index(p, n_bins)
-    # sum over a bin of (y - p) is count * (fraction positive - mean predicted)
-    gap = np.bincount(idx, weights=y - p, minlength=n_bins)
-    return float(np.abs(gap).sum() / len(y))
 
 
 def _check(y_true, y_prob) -> tuple[np.ndarray, np.ndarray]:

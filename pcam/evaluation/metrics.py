@@ -3,7 +3,9 @@
 Batch-averaged precision, recall and F1 are wrong (the mean of per-batch
 ratios is not the ratio over the split), so training uses stateful
 `keras.metrics` and the reported numbers come from `evaluate_predictions` on
-a whole split's predictions, with bootstrap 95% intervals.
+a whole split's predictions, with bootstrap 95% intervals. The expected
+calibration error (ECE) is computed here only, on the bins of the reliability
+diagram (`pcam.evaluation.calibration`).
 """
 
 import warnings
@@ -99,7 +101,7 @@ def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int 
         threshold: the threshold chosen on valid (`choose_threshold`).
         n_boot: bootstrap replicates, >= 1; 0 skips the intervals. Default 1000.
         seed: bootstrap seed. Default 0.
-        n_bins: bins for the expected calibration error. Default 10.
+        n_bins: bins for the ECE (`expected_calibration_error`). Default 10.
 
     Returns:
         dict: n, positives, roc_auc, pr_auc (average precision), nll (log loss,
@@ -134,33 +136,66 @@ def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int 
     return out
 
 
+def expected_calibration_error(y_true, y_prob, n_bins: int = 10) -> float:
+    """Count-weighted mean |fraction positive - mean predicted| over probability bins.
+
+    The same number as `evaluate_predictions(...)["ece"]`, for predictions that
+    have no record; the bins are those of the reliability diagram
+    (`pcam.evaluation.calibration.bin_index`).
+
+    Args:
+        y_true: labels in {0, 1}, shape (N,), N >= 1.
+        y_prob: predicted probabilities of class 1, shape (N,).
+        n_bins: number of equal-width bins on [0, 1], >= 1. Default 10.
+
+    Returns:
+        ECE in [0, 1]; 0 for a perfectly calibrated model.
+
+    Reference:
+        Guo et al., "On calibration of modern neural networks", ICML 2017.
+    """
+    y, p = _check(y_true, y_prob)
+    if len(y) == 0:
+        raise ValueError("expected_calibration_error got no predictions")
+    return float(_ece(np.ones((1, len(y))), _calibration_gaps(y, p, n_bins))[0])
+
+
 class _Design:
-    """Per-sample columns whose weighted sums give every count-based metric."""
+    """Per-sample columns whose weighted sums give every count-based metric and the ECE."""
 
     def __init__(self, y, p, threshold, n_bins):
         self.y, self.p = y, p
         pc = np.clip(p, _EPS, 1 - _EPS)
         nll = -(y * np.log(pc) + (1 - y) * np.log(1 - pc))
-        # ECE: per-bin sum of (y - p) is count * (fraction positive - mean predicted)
-        gap = np.eye(n_bins)[calibration.bin_index(p, n_bins)] * (y - p)[:, None]
-        cols = [nll, (p - y) ** 2, gap]
+        self.gaps = _calibration_gaps(y, p, n_bins)
+        cols = [nll, (p - y) ** 2]
         for t in (0.5, threshold):
             pred = (p >= t).astype(np.float64)
             cols += [y * pred, (1 - y) * pred, y * (1 - pred), (1 - y) * (1 - pred)]
         self.matrix = np.column_stack(cols)
-        self.n_bins = n_bins
 
     def __call__(self, w) -> dict:
         w = np.atleast_2d(w)
         auc, ap = stats.weighted_auc_ap(w, self.y, self.p)
-        sums = w @ self.matrix  # one matrix product for everything count-based
-        n, nb = w.shape[1], self.n_bins
+        sums = w @ self.matrix  # one matrix product: nll, brier, confusion counts
+        n = w.shape[1]
         out = {"roc_auc": auc, "pr_auc": ap, "nll": sums[:, 0] / n, "brier": sums[:, 1] / n,
-               "ece": np.abs(sums[:, 2:2 + nb]).sum(axis=1) / n}
+               "ece": _ece(w, self.gaps)}
         for i, name in enumerate(("at_0.5", "at_chosen")):
-            counts = sums[:, 2 + nb + 4 * i:6 + nb + 4 * i].T
+            counts = sums[:, 2 + 4 * i:6 + 4 * i].T
             out.update({f"{name}.{k}": v for k, v in _from_counts(*counts).items()})
         return out
+
+
+def _calibration_gaps(y, p, n_bins) -> np.ndarray:
+    """(N, n_bins) columns: y - p in the column of each sample's bin, 0 elsewhere."""
+    # a bin's sum of (y - p) is count * (fraction positive - mean predicted)
+    return np.eye(n_bins)[calibration.bin_index(p, n_bins)] * (y - p)[:, None]
+
+
+def _ece(w, gaps) -> np.ndarray:
+    """ECE for each row of sample weights w (k, N); shared by records and plots."""
+    return np.abs(w @ gaps).sum(axis=1) / w.shape[1]
 
 
 def _from_counts(tp, fp, fn, tn) -> dict:

@@ -1,4 +1,4 @@
-"""Uncertainty and paired comparison: bootstrap, McNemar, DeLong.
+"""Uncertainty and paired comparison: bootstrap intervals, McNemar, paired AUC.
 
 The bootstrap works on resampling *counts*: replicate r gives sample i the
 weight w[r, i] (how often it was drawn), so every count-based metric of a
@@ -7,7 +7,7 @@ from one sort of the scores shared by all replicates. Paired comparisons use
 the same weights for both models.
 """
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import numpy as np
 from scipy import stats as _st
@@ -84,42 +84,6 @@ def percentile_interval(values, alpha: float = 0.05) -> list[float] | None:
     return [float(lo), float(hi)]
 
 
-def bootstrap_ci(y_true, y_prob, metric_fn: Callable, n_boot: int = 1000, seed: int = 0,
-                 alpha: float = 0.05) -> dict:
-    """Percentile bootstrap interval of any metric `metric_fn(y_true, y_prob)`.
-
-    General but slow (one call per replicate); `pcam.evaluation.metrics.evaluate_predictions`
-    uses the vectorised path for the standard metrics.
-
-    Args:
-        y_true: labels, shape (N,).
-        y_prob: predictions, shape (N,).
-        metric_fn: returns a float; a ValueError or NaN (e.g. AUC of a
-            one-class resample) drops that replicate.
-        n_boot: number of replicates, >= 1. Default 1000.
-        seed: resampling seed. Default 0.
-        alpha: 1 - confidence level, in (0, 1). Default 0.05 (95%).
-
-    Returns:
-        dict: `"estimate"` (metric on the full data), `"ci"` ([lo, hi] or
-        None), `"n_valid"` (replicates used).
-    """
-    if not 0 < alpha < 1:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha!r}")
-    y, p = np.asarray(y_true).ravel(), np.asarray(y_prob).ravel()
-    rng = np.random.default_rng(seed)
-    reps = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(y), len(y))
-        try:
-            reps.append(float(metric_fn(y[idx], p[idx])))
-        except ValueError:
-            reps.append(float("nan"))
-    ci = percentile_interval(reps, alpha)
-    return {"estimate": float(metric_fn(y, p)), "ci": ci,
-            "n_valid": int(np.isfinite(reps).sum())}
-
-
 def mcnemar(correct_a, correct_b, *, exact: bool | None = None, correction: bool = True) -> dict:
     """McNemar's test: do two classifiers err on the same patches at different rates?
 
@@ -190,36 +154,3 @@ def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
             "ci": percentile_interval(d, alpha), "p_value": float(p), "n_boot": int(d.size),
             "method": "paired bootstrap"}
 
-
-def delong_auc_difference(y_true, p_a, p_b, alpha: float = 0.05) -> dict:
-    """DeLong's test for the difference of two correlated ROC-AUCs.
-
-    Args:
-        y_true: labels in {0, 1}, shape (N,), both classes present.
-        p_a: scores of model A; p_b: scores of model B on the same patches.
-        alpha: 1 - confidence level. Default 0.05.
-
-    Returns:
-        dict: `auc_a`, `auc_b`, `diff`, `se`, `ci`, `z`, `p_value`, `method`.
-
-    Reference:
-        DeLong, DeLong & Clarke-Pearson, Biometrics 44 (1988) 837-845.
-    """
-    y = np.asarray(y_true).ravel().astype(bool)
-    if y.all() or not y.any():
-        raise ValueError("DeLong's test needs both classes in y_true")
-    v10, v01 = [], []
-    for s in (np.asarray(p_a, dtype=np.float64).ravel(), np.asarray(p_b, dtype=np.float64).ravel()):
-        r_all = _st.rankdata(s)
-        r_pos, r_neg = _st.rankdata(s[y]), _st.rankdata(s[~y])
-        v10.append((r_all[y] - r_pos) / (~y).sum())  # share of negatives below each positive
-        v01.append(1.0 - (r_all[~y] - r_neg) / y.sum())  # share of positives above each negative
-    auc = np.array([v.mean() for v in v10])
-    cov = np.cov(np.array(v10)) / y.sum() + np.cov(np.array(v01)) / (~y).sum()
-    diff = auc[0] - auc[1]
-    se = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2 * cov[0, 1], 0.0)))
-    z = diff / se if se > 0 else 0.0
-    half = _st.norm.ppf(1 - alpha / 2) * se
-    return {"auc_a": float(auc[0]), "auc_b": float(auc[1]), "diff": float(diff), "se": se,
-            "ci": [float(diff - half), float(diff + half)], "z": float(z),
-            "p_value": float(2 * _st.norm.sf(abs(z))) if se > 0 else 1.0, "method": "DeLong"}

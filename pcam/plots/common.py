@@ -1,20 +1,18 @@
 """Shared plotting helpers: one colour per model, stable file names, saving.
 
-Every figure function in `pcam.plots_*` returns its `Figure` (so a notebook can
+Every figure function in `pcam.plots` returns its `Figure` (so a notebook can
 show it) and, when given a path, writes a PNG sized for a README (~800 px wide).
+No backend is chosen here: matplotlib picks the notebook's inline backend, or
+Agg on a machine without a display.
 """
 
 import re
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg", force=False)  # no display needed; notebooks keep their inline backend
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 DPI = 120
 WIDTH_IN = 7.0  # 7 in x 120 dpi = 840 px: legible at README width
-SPLIT_STYLES = {"train": "-", "valid": "--", "test": ":"}
 # Fixed colours per known model so every figure agrees; others cycle below.
 MODEL_COLOURS = {"mobilenet": "#1f77b4", "resnet50": "#d62728"}
 _EXTRA_COLOURS = ("#2ca02c", "#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf")
@@ -50,10 +48,16 @@ def new_figure(nrows: int = 1, ncols: int = 1, *, height: float = 3.2, width: fl
 
 
 def save_figure(fig, path: str | Path | None, *, dpi: int = DPI):
-    """Write `fig` as PNG to `path` (folders created) when given; return `fig`.
+    """Write `fig` as a PNG when given a path, close it in pyplot, return it.
 
-    The figure is detached from pyplot so that loops over many figures do not
-    accumulate memory; a notebook can still display the returned object.
+    Args:
+        fig: the matplotlib `Figure`.
+        path: PNG file to write (parent folders are created); None: do not save.
+        dpi: resolution of the PNG. Default `DPI` (120).
+
+    Returns:
+        `fig` itself, for a notebook to display (e.g. as a cell's last value).
+        It is closed in pyplot, so loops over many figures do not keep them open.
     """
     if path is not None:
         path = Path(path)

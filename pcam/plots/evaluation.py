@@ -6,7 +6,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.metrics import auc, average_precision_score, precision_recall_curve, roc_curve
 
-from pcam.evaluation.calibration import expected_calibration_error, reliability_curve
+from pcam.evaluation.calibration import reliability_curve
+from pcam.evaluation.metrics import expected_calibration_error
 from pcam.evaluation.predictions import Predictions
 from pcam.plots.common import CLASS_NAMES, model_colour, new_figure, save_figure
 
@@ -104,7 +105,9 @@ def plot_reliability(preds: Sequence[Predictions], path: str | Path | None = Non
                      *, n_bins: int = 10):
     """Reliability diagrams (single pass) of several runs, with the ECE in the legend.
 
-    Bins and ECE as in `pcam.evaluation.calibration`; the ECE is the record's when present.
+    Bins as in `pcam.evaluation.calibration.bin_index`. The ECE is the record's;
+    predictions without one get `pcam.evaluation.metrics.expected_calibration_error`,
+    the same number on the same bins.
 
     Args:
         preds: `Predictions` of each run on the same split.

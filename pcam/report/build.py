@@ -44,8 +44,6 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     try:
         import keras
 
-        import pcam.models  # noqa: F401  (registers the project's custom layers for loading)
-
         model = keras.models.load_model(checkpoint, compile=False)
     except (ImportError, OSError, ValueError, TypeError) as error:
         return [f"{record['run']}: could not load {display_path(checkpoint)} ({error}); "

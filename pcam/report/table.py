@@ -1,8 +1,7 @@
 """The README results block: table of metrics and the protocol under it.
 
-Pure text from run records (no TensorFlow), so it is deterministic and can be
-parsed back in tests: percentages with one decimal, "± h" the half-width of the
-bootstrap 95% CI.
+Pure text from run records (no TensorFlow), so it is deterministic:
+percentages with one decimal, "± h" the half-width of the bootstrap 95% CI.
 """
 
 from collections import Counter
@@ -103,14 +102,6 @@ def results_table(records: list[dict]) -> str:
         cells = [_time_cell(r, s, v, label) for r in records for s, v in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def parse_table(text: str) -> dict[tuple[str, str], str]:
-    """Cells of a table made by `results_table`: (row label, column header) -> text."""
-    rows = [line.strip().strip("|").split("|") for line in text.strip().splitlines()]
-    header = [c.strip() for c in rows[0]]
-    return {(row[0].strip(), header[i]): cell.strip()
-            for row in rows[2:] for i, cell in enumerate(row) if i > 0}
 
 
 def replace_block(text: str, block: str, *, name: str = "README") -> str:
