@@ -1,26 +1,41 @@
-"""Run records: `results/<run>/record.json`, always written atomically.
+"""Run records: `results/<run>/record.json`, the project's central data contract.
 
-A record is written to a temporary file in the same folder and renamed over
-the old one (`os.replace` is atomic on POSIX and Windows), so a crash or a full
-disk never leaves a half-written record: readers see the old or the new one.
+A record holds everything one run did and measured. Sections: the top level
+(schema, run, model, status, created, updated, published, error, resumed),
+`config`, `backbone`, `environment`, `data`, `distribution`, `phases`,
+`history` (one entry per epoch), `checkpoints`, `threshold`, `metrics` (per
+split), `predictions` and `timings`. The field reference (meaning, units, who
+writes it) is the JSON Schema `pcam/record.schema.json`.
+
+Only this module changes a record's structure; other modules hand it their
+section (training: `resume_or_new`, `set_distribution`, `start_phase`,
+`finish_phase`, `add_epoch`; evaluation: `set_threshold`, `set_split_metrics`).
+`read_record` migrates and validates; `write_record` validates, then writes
+atomically, so no bad or half-written record reaches disk. The schema checks
+live in `pcam.record_schema` and are re-exported here.
 """
 
-import json
-import math
 import os
 import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from pcam import paths
 from pcam.errors import PCamError
-from pcam.fileio import write_text
-from pcam.paths import results_dir
+from pcam.record_schema import SCHEMA, load_record_file, migrate, validate, write_json_atomic
+
+__all__ = ["RECORD", "SCHEMA", "add_epoch", "add_train_seconds", "ensure_writable",
+           "epochs_done", "finish_phase", "load_record_file", "mark_complete", "mark_failed",
+           "migrate", "new_record", "phase_done", "read_record", "resume_or_new", "run_path",
+           "set_distribution", "set_evaluate_seconds", "set_split_metrics", "set_threshold",
+           "start_phase", "utc_now", "validate", "write_json_atomic", "write_record"]
 
 RECORD = "record.json"
-SCHEMA = 1
+PHASES = ("head", "finetune", "scratch")
+SPLITS = ("train", "valid", "test")
+CHECKPOINTS = {"best": "checkpoints/best.keras", "last": "checkpoints/last.keras"}
 
 
 def utc_now() -> str:
@@ -38,7 +53,7 @@ def run_path(run: str | os.PathLike, results: str | os.PathLike | None = None) -
     given = Path(run).expanduser()
     if (given / RECORD).is_file():
         return given
-    return results_dir(results) / given.name
+    return paths.results_dir(results) / given.name
 
 
 def ensure_writable(folder: str | os.PathLike) -> Path:
@@ -61,120 +76,212 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
     return folder
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write `data` as JSON to `path` through a temporary file and a rename.
-
-    Args:
-        path: destination file; its folder must exist.
-        data: JSON-serialisable data; numpy scalars and arrays are converted,
-            NaN and infinities become null (strict JSON).
-
-    Returns:
-        `path`.
-    """
-    # Serialise first: a bad value then fails before any file is touched.
-    text = json.dumps(_plain(data), indent=1, allow_nan=False) + "\n"
-    return write_text(path, text)
-
-
 def read_record(run: str | os.PathLike, results: str | os.PathLike | None = None) -> dict:
-    """The record of `run` (a name or a folder, see `run_path`)."""
+    """The record of `run` (a name or a folder, see `run_path`), migrated and validated.
+
+    Raises:
+        PCamError: no record there, or a bad one (see `load_record_file`).
+    """
     path = run_path(run, results) / RECORD
     if not path.is_file():
         raise PCamError(f"no run record at {path}; train first with `python -m pcam train`")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as error:
-        raise PCamError(f"{path} is not valid JSON ({error})") from error
+    return load_record_file(path)
 
 
 def write_record(folder: str | os.PathLike, record: dict) -> Path:
-    """Stamp `record["updated"]` and write it to `folder/record.json` atomically."""
+    """Stamp `record["updated"]`, validate it and write `folder/record.json` atomically.
+
+    Raises:
+        PCamError: the record is invalid (see `validate`); nothing is written.
+    """
     record["updated"] = utc_now()
+    validate(record)
     return write_json_atomic(Path(folder) / RECORD, record)
 
 
-def new_or_resumed_record(folder: Path, config, backbone, data_dir: Path, splits: dict) -> dict:
-    """The record of a run starting in `folder`, or of the run it resumes.
+def new_record(*, config: dict, backbone: dict, environment: dict, data: dict) -> dict:
+    """A fresh record: status "running", nothing trained, scored or timed yet.
+
+    Args:
+        config: `TrainConfig.to_dict()` of the run (its "run" set); "data_dir"
+            (None: the default folder) and a weights file become display
+            paths, so records carry no machine paths.
+        backbone: {"recipe": Backbone.recipe, "preprocessing": Backbone.preprocessing_note}.
+        environment: `pcam.environment.environment_info()`.
+        data: `pcam.data.describe.data_section(...)`.
+
+    Returns:
+        The record, validated but not written (see `write_record`).
+    """
+    settings, now = _config_dict(config), utc_now()
+    record = {
+        "schema": SCHEMA, "run": settings["run"], "model": settings["model"],
+        "status": "running", "created": now, "updated": now,
+        "published": settings["published"], "config": settings, "backbone": dict(backbone),
+        "environment": environment, "data": data, "phases": [], "history": [], "resumed": [],
+        "checkpoints": dict(CHECKPOINTS), "threshold": None, "metrics": {}, "predictions": {},
+        "timings": {"train_seconds": 0.0, "epoch_seconds": [], "evaluate_seconds": None},
+    }
+    validate(record)
+    return record
+
+
+def resume_or_new(folder: str | os.PathLike, *, config: dict, backbone: dict, data: dict,
+                  environment_fn: Callable[[], dict]) -> dict:
+    """The record of a run starting in `folder`, or of the run it resumes; written.
 
     A record left "running" or "failed" by the same settings is resumed (and
-    says so under "resumed"); a complete one, or other settings, is an error.
+    says so under "resumed"); one with no epoch trained is started afresh.
+
+    Args:
+        folder: the run folder; config, backbone, data: as for `new_record`.
+        environment_fn: returns the environment section (called for a new
+            record only: a resumed run keeps the environment it started on).
+
+    Raises:
+        PCamError: the run is already complete, exists with other settings
+            (names the changed keys), or its record is invalid.
     """
-    settings = _config_dict(config, data_dir)
-    path = Path(folder) / RECORD
-    record = read_record(folder) if path.is_file() else None
-    if record is not None and not record.get("history") and record.get("status") != "complete":
+    settings, path = _config_dict(config), Path(folder) / RECORD
+    run = settings.get("run")
+    record = load_record_file(path) if path.is_file() else None
+    if record is not None and not record["history"] and record["status"] != "complete":
         record = None  # nothing was trained (e.g. stopped by a bad setting): start afresh
-    if record is not None:
-        if record.get("status") == "complete":
+    if record is None:
+        record = new_record(config=config, backbone=backbone, environment=environment_fn(),
+                            data=data)
+    else:
+        if record["status"] == "complete":
             raise PCamError(
-                f"run {config.run} is already complete ({path}); choose another --run name, or "
-                f"use `python -m pcam evaluate --run {config.run}` to evaluate it again"
-            )
+                f"run {run} is already complete ({path}); choose another --run name, or "
+                f"use `python -m pcam evaluate --run {run}` to evaluate it again")
         changed = sorted(k for k in settings if record["config"].get(k) != settings[k])
         if changed:
             raise PCamError(
-                f"run {config.run} exists with other settings ({', '.join(changed)}); rerun "
-                f"with the same settings to resume it, or choose another --run name"
-            )
-        done = record["history"][-1]["epoch"] if record["history"] else 0
-        record["resumed"].append({"from_epoch": done, "at": utc_now()})
+                f"run {run} exists with other settings ({', '.join(changed)}); rerun "
+                f"with the same settings to resume it, or choose another --run name")
+        record["resumed"].append({"from_epoch": epochs_done(record), "at": utc_now()})
         record["status"] = "running"
         record.pop("error", None)
-    else:
-        from pcam.environment import environment_info
-
-        now = utc_now()
-        record = {
-            "schema": SCHEMA, "run": config.run, "model": config.model, "status": "running",
-            "created": now, "updated": now, "published": config.published, "config": settings,
-            "backbone": {"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note},
-            "environment": environment_info(), "data": _data_section(config, data_dir, splits),
-            "phases": [], "history": [], "resumed": [],
-            "checkpoints": {"best": "checkpoints/best.keras", "last": "checkpoints/last.keras"},
-            "threshold": None, "metrics": {}, "predictions": {},
-            "timings": {"train_seconds": 0.0, "epoch_seconds": [], "evaluate_seconds": None},
-        }
     write_record(folder, record)
     return record
 
 
-def _config_dict(config, data_dir: Path) -> dict:
-    from pcam.paths import display_path
+def set_distribution(record: dict, section: dict) -> None:
+    """Store the "distribution" section (`pcam.train.distribute.describe`)."""
+    record["distribution"] = dict(section)
 
-    settings = config.to_dict()
-    settings["data_dir"] = display_path(data_dir)
-    if settings["weights"] not in (None, "imagenet"):
-        settings["weights"] = display_path(settings["weights"])  # no machine paths in records
+
+def start_phase(record: dict, phase: str, first_epoch: int, end_epoch: int,
+                trainable_params: int) -> None:
+    """Record that `phase` starts (again): status "running", replacing an earlier entry.
+
+    Args:
+        phase: "head", "finetune" or "scratch".
+        first_epoch: number of the phase's first epoch, counted from 1 over the
+            run (Keras' `initial_epoch` + 1).
+        end_epoch: number of its last planned epoch (Keras' `epochs`), >= first_epoch.
+        trainable_params: trainable parameters in this phase.
+    """
+    _check_phase(phase)
+    if not 1 <= first_epoch <= end_epoch:
+        raise ValueError(f"phase {phase!r} needs 1 <= first_epoch <= end_epoch, "
+                         f"got {first_epoch}, {end_epoch}")
+    entry = {"phase": phase, "epochs": [int(first_epoch), int(end_epoch)],
+             "trainable_params": int(trainable_params), "status": "running"}
+    record["phases"] = [p for p in record["phases"] if p["phase"] != phase] + [entry]
+
+
+def finish_phase(record: dict, phase: str, *, stopped_early: bool, status="complete") -> None:
+    """Mark a started phase "complete" (or "failed") and whether it stopped early."""
+    if status not in ("complete", "failed"):
+        raise ValueError(f"status must be 'complete' or 'failed', got {status!r}")
+    entry = next((p for p in record["phases"] if p["phase"] == phase), None)
+    if entry is None:
+        raise ValueError(f"phase {phase!r} was never started (see start_phase)")
+    entry["status"], entry["stopped_early"] = status, bool(stopped_early)
+
+
+def phase_done(record: dict, phase: str) -> bool:
+    """Whether `phase` is complete (a resumed run skips it)."""
+    return any(p["phase"] == phase and p["status"] == "complete" for p in record["phases"])
+
+
+def add_epoch(record: dict, entry: dict) -> None:
+    """Append one finished epoch to the history (keeps `timings.epoch_seconds` in step).
+
+    Args:
+        entry: {"epoch": from 1, "phase", Keras logs, "learning_rate", "seconds"}
+            (schema: "history"). An epoch redone after a kill replaces its entry.
+    """
+    epoch = entry.get("epoch")
+    if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 1:
+        raise ValueError(f"an epoch entry needs an integer 'epoch' >= 1, got {epoch!r}")
+    _check_phase(entry.get("phase"))
+    record["history"] = [h for h in record["history"] if h["epoch"] < epoch] + [dict(entry)]
+    record["timings"]["epoch_seconds"] = [h.get("seconds") for h in record["history"]]
+
+
+def epochs_done(record: dict) -> int:
+    """The number of the last recorded epoch; 0 before the first one."""
+    return record["history"][-1]["epoch"] if record["history"] else 0
+
+
+def set_threshold(record: dict, value: float, tta_value: float | None = None, *,
+                  rule: str) -> None:
+    """Store the threshold chosen on valid (and its TTA twin) with the rule in words."""
+    threshold = {"value": float(value), "rule": rule, "split": "valid"}
+    if tta_value is not None:
+        threshold["tta_value"] = float(tta_value)
+    record["threshold"] = threshold
+
+
+def set_split_metrics(record: dict, split: str, entry: dict,
+                      predictions_path: str | os.PathLike) -> None:
+    """Store one split's scores ({"single", "tta"?, "inference", ...}) and its npz path.
+
+    Args:
+        split: "train", "valid" or "test"; replaces that split's earlier entry.
+        entry: see "split_metrics" in the schema.
+        predictions_path: the npz, relative to the run folder ("predictions/test.npz").
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    record["metrics"][split] = entry
+    record["predictions"][split] = Path(predictions_path).as_posix()
+
+
+def add_train_seconds(record: dict, seconds: float) -> None:
+    """Add one training attempt's seconds to `timings.train_seconds`."""
+    record["timings"]["train_seconds"] += round(float(seconds), 3)
+
+
+def set_evaluate_seconds(record: dict, seconds: float) -> None:
+    """Store the seconds of the latest evaluation."""
+    record["timings"]["evaluate_seconds"] = round(float(seconds), 3)
+
+
+def mark_failed(record: dict, message: str) -> None:
+    """Status "failed", with `message` saying why (the run stays resumable)."""
+    record["status"], record["error"] = "failed", str(message)
+
+
+def mark_complete(record: dict) -> None:
+    """Status "complete" (training and evaluation finished); drops any old error."""
+    record["status"] = "complete"
+    record.pop("error", None)
+
+
+def _config_dict(config: dict) -> dict:
+    settings = dict(config.to_dict() if hasattr(config, "to_dict") else config)
+    settings["data_dir"] = paths.data_dir(settings.get("data_dir"))
+    for key in ("data_dir", "weights"):  # display paths: no machine paths in records
+        if settings[key] not in (None, "imagenet"):
+            text = str(settings[key])
+            settings[key] = text if text.startswith("<external>/") else paths.display_path(text)
     return settings
 
 
-def _data_section(config, data_dir: Path, splits: dict) -> dict:
-    from pcam.data.h5read import read_dataset_info, read_labels
-    from pcam.paths import display_path
-
-    info = read_dataset_info(data_dir)
-    section = {"dir": display_path(data_dir), "info": info,
-               "synthetic": bool(info.get("synthetic", False)), "splits": {}}
-    for name, split in splits.items():
-        cap = config.max_samples if name == "train" else config.max_eval_samples
-        n = split.length if cap is None else min(cap, split.length)
-        section["splits"][name] = {"n": n, "n_file": split.length,
-                                   "positives": int(read_labels(split)[:n].sum())}
-    return section
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return value.as_posix()
-    return value
+def _check_phase(phase: Any) -> None:
+    if phase not in PHASES:
+        raise ValueError(f"phase must be one of {', '.join(PHASES)}, got {phase!r}")

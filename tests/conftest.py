@@ -1,4 +1,10 @@
-"""Shared fixtures: tiny PCam-layout data made on the fly, and ../shared when present."""
+"""Shared fixtures: tiny PCam-layout data made on the fly, and ../shared when present.
+
+Every `record.json` a test session writes under pytest's temporary folders is
+checked against `pcam/record.schema.json` when the session ends (see
+`_every_written_record_is_valid`); a test that writes a bad record on purpose
+says so with `invalid_record_ok`.
+"""
 
 import os
 from pathlib import Path
@@ -33,3 +39,39 @@ def synthetic_data_dir(tmp_path_factory) -> Path:
 def shared_dir_or_none() -> Path | None:
     """`../shared` when present, else None (for tests that run either way)."""
     return SHARED if (SHARED / "PCAM.md").exists() else None
+
+
+_INVALID_ON_PURPOSE: set[Path] = set()
+
+
+@pytest.fixture
+def invalid_record_ok():
+    """Call it with a `record.json` path a test makes invalid on purpose.
+
+    The end-of-session check then skips that file (and only that file).
+    """
+    return lambda path: _INVALID_ON_PURPOSE.add(Path(path).resolve())
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _every_written_record_is_valid(tmp_path_factory):
+    """At the end of the session, validate every record.json under the temp folders.
+
+    Each pytest-xdist worker has its own base temp folder and runs this for it;
+    a bad record fails the session as an error at teardown of its last test.
+    """
+    yield
+    from pcam.errors import PCamError
+    from pcam.records import load_record_file
+
+    problems = []
+    for path in sorted(tmp_path_factory.getbasetemp().rglob("record.json")):
+        if path.resolve() in _INVALID_ON_PURPOSE:
+            continue
+        try:
+            load_record_file(path)
+        except PCamError as error:
+            problems.append(f"- {error}")
+    if problems:
+        pytest.fail(f"{len(problems)} record.json written by this test session do not match "
+                    "pcam/record.schema.json:\n" + "\n".join(problems), pytrace=False)
