@@ -1,16 +1,26 @@
 # Task runner. The README's two commands are `make demo` and `make test`.
-PYTHON ?= python3.11
+# Python for .venv: the first of python3.11, 3.12, 3.13 that runs (the pinned
+# wheels exist for these; a pyenv shim without that version does not run).
+# `make setup PYTHON=...` chooses another.
+PYTHON ?= $(firstword $(foreach v,3.11 3.12 3.13,$(shell python$(v) -c "" >/dev/null 2>&1 && echo python$(v))))
 VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO_DATA ?= data/synthetic
 DEMO_OUT ?= results/demo
-# ImageNet weights for the MobileNet notebook: "imagenet" (needs internet once),
+# ImageNet weights for the MobileNet notebook: the shipped alpha-0.5 file
+# (offline; pcam/assets/README.md), "imagenet" (Keras' own, needs internet once),
 # "none", or a path to a weights file.
-WEIGHTS ?= imagenet
+WEIGHTS ?= pcam/assets/mobilenet_v1_0.5_imagenet_no_top.h5
+LAB_PORT ?= 8888
+TENSORBOARD_PORT ?= 6006
 
-.PHONY: setup demo test lint clean-demo
+.PHONY: setup demo test lint lab tensorboard clean-demo
 
 $(BIN)/python:
+	@test -n "$(PYTHON)" || { echo "error: no python3.11, python3.12 or python3.13 found; install one or pass make setup PYTHON=/path/to/python3" >&2; exit 2; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' \
+		|| { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pinned packages need 3.11 to 3.13" >&2; exit 2; }
+	@echo "setup: making $(VENV) with $(PYTHON) (Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'))"
 	$(PYTHON) -m venv $(VENV)
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml | $(BIN)/python
@@ -32,6 +42,16 @@ test: setup
 
 lint: setup
 	$(BIN)/ruff check pcam tests benchmarks notebooks
+
+# JupyterLab on the notebooks and the executed ones under results/, with the
+# project's kernel. Open the printed http://127.0.0.1:...?token=... URL.
+lab: setup
+	$(BIN)/jupyter lab --no-browser --ip=127.0.0.1 --port=$(LAB_PORT) --ServerApp.root_dir="$(CURDIR)" \
+		$(if $(filter 0,$(shell id -u)),--allow-root)
+
+# TensorBoard on the training logs (results/<run>/tensorboard/).
+tensorboard: setup
+	$(BIN)/tensorboard --logdir results --host 127.0.0.1 --port $(TENSORBOARD_PORT)
 
 clean-demo:
 	rm -rf $(DEMO_OUT) $(DEMO_DATA)

@@ -10,6 +10,9 @@ from pathlib import Path
 PROJ_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = PROJ_ROOT / "images"
 README = PROJ_ROOT / "README.md"
+# ImageNet MobileNet v1 (alpha 0.5, no top) shipped for the offline demo and
+# tests; real runs use weights="imagenet". See pcam/assets/README.md.
+DEMO_WEIGHTS = PROJ_ROOT / "pcam" / "assets" / "mobilenet_v1_0.5_imagenet_no_top.h5"
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
