@@ -9,6 +9,7 @@ that `--help` is instant.
 import argparse
 import sys
 
+from pcam.config import PRESETS
 from pcam.data.spec import SPLITS
 from pcam.errors import PCamError
 
@@ -67,24 +68,21 @@ def _cmd_import_images(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from pcam.config import TrainConfig
-    from pcam.train.loop import run_training
+    from pcam.notebooks import run_notebook
 
-    given = {
-        key: value
-        for key, value in vars(args).items()
-        if key not in ("command", "func") and value is not None
-    }
-    from pcam.models import default_weights, get_backbone
-
-    if "weights" not in given:  # ImageNet for transfer backbones, none for from-scratch ones
-        given["weights"] = default_weights(args.model)
-    if "head_epochs" not in given:  # no head phase from scratch; never more than --epochs
-        scratch = get_backbone(args.model).recipe == "scratch"
-        epochs = given.get("epochs", TrainConfig.epochs)
-        given["head_epochs"] = 0 if scratch else min(TrainConfig.head_epochs, epochs)
-    config = TrainConfig.from_dict(given)
-    run_training(config)
+    given = {key: value for key, value in vars(args).items()
+             if key not in ("command", "func", "preset", "results", "log_output")}
+    config = TrainConfig.for_model(args.model, args.preset, **given)
+    if config.run is None:
+        config = config.replace(run=f"{config.model}-{_utc_stamp()}")
+    run_notebook(config, results=args.results, log_output=args.log_output)
     return 0
+
+
+def _utc_stamp() -> str:
+    from datetime import UTC, datetime
+
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -118,9 +116,9 @@ def _cmd_notebooks(args: argparse.Namespace) -> int:
 
     overrides = dict(args.parameter)
     if args.data_dir:
-        overrides["DATA_DIR"] = args.data_dir
-    run_notebooks(args.preset, out_dir=args.out, models=tuple(args.models), overrides=overrides,
-                  log_output=args.log_output)
+        overrides["data_dir"] = args.data_dir
+    run_notebooks(args.preset, models=tuple(args.models), overrides=overrides,
+                  results=args.results, log_output=args.log_output)
     return 0
 
 
@@ -168,8 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the hold-out draw")
     p.set_defaults(func=_cmd_import_images)
 
-    p = commands.add_parser("train", help="train a model and write results/RUN/")
-    p.add_argument("--model", required=True, help="mobilenet, resnet50, ...")
+    p = commands.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
+    p.add_argument("--model", required=True, help="mobilenet or resnet50")
+    p.add_argument("--preset", choices=PRESETS, help="named settings (smoke, demo, full)")
+    p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
+    p.add_argument("--log-output", action="store_true", dest="log_output",
+                   help="stream every cell output, not only the epoch lines")
     _add_data_dir(p)
     p.add_argument("--run", help="run name (folder under results/)")
     p.add_argument("--epochs", type=int)
@@ -217,12 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_report)
 
     p = commands.add_parser("notebooks", help="run both notebooks headless (papermill)")
-    p.add_argument("--preset", choices=("smoke", "demo", "full"), default="full")
+    p.add_argument("--preset", choices=PRESETS, default="full")
     _add_data_dir(p)
-    p.add_argument("--out", default="results", help="folder for executed notebooks and records")
+    p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
     p.add_argument("--models", nargs="+", default=["mobilenet", "resnet50"])
     p.add_argument("-p", "--parameter", type=_parameter, action="append", default=[],
-                   metavar="NAME=VALUE", help="override a notebook parameter (repeatable)")
+                   metavar="NAME=VALUE",
+                   help="override a setting, e.g. -p EPOCHS=3 or -p epochs=3 (repeatable)")
     p.add_argument("--log-output", action="store_true", help="stream cell outputs")
     p.set_defaults(func=_cmd_notebooks)
 
@@ -230,7 +233,8 @@ def build_parser() -> argparse.ArgumentParser:
                             help="synthetic data + both notebooks + report (README command 1)")
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--out", default="results/demo")
-    p.add_argument("--weights", default="imagenet", help="imagenet, none, or a weights file")
+    p.add_argument("--weights", help="MobileNet weights: imagenet, none or a file (default: "
+                   "the ImageNet weights shipped in pcam/assets/, so the demo runs offline)")
     p.set_defaults(func=_cmd_demo)
     return parser
 

@@ -1,20 +1,71 @@
 """Run settings: one typed object, validated, with unknown keys rejected.
 
-The notebooks' `parameters` cell and the command line both end up here, so a
-typo in a setting is an error, never a silently ignored value.
+`TrainConfig` is the one source of defaults. The command line, the notebooks'
+`parameters` cells (the same names in UPPER_CASE) and the presets all read it:
+
+- `TrainConfig` field defaults are the generic ones;
+- `BACKBONE_DEFAULTS` holds what differs per backbone (the transfer recipe
+  trains a head first and starts from ImageNet weights; ResNet50 trains from
+  scratch, all layers at once), applied by `TrainConfig.for_model`;
+- `PRESETS` are named sets of overrides (`smoke` for CI, `demo` for README
+  command 1, `full` for real PCam), applied on top.
+
+A typo in a setting is an error, never a silently ignored value.
 """
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from typing import Any
 
 from pcam.data.spec import AUGMENTATIONS
 from pcam.errors import PCamError
 
-__all__ = ["AUGMENTATIONS", "PRECISIONS", "SCHEDULES", "STRATEGIES", "TrainConfig"]
+__all__ = ["AUGMENTATIONS", "BACKBONE_DEFAULTS", "PRECISIONS", "PRESETS", "SCHEDULES",
+           "STRATEGIES", "TrainConfig"]
+
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("cosine", "plateau", "constant")
+
+# What differs per backbone; everything else is a `TrainConfig` field default.
+# The field defaults are the transfer recipe's (MobileNet, the default model): 2 head
+# epochs on the frozen ImageNet base, then fine-tuning of the top blocks.
+BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "mobilenet": {},
+    # From scratch: random weights, every layer from the first step, warm-up + cosine.
+    "resnet50": {"epochs": 20, "head_epochs": 0, "weights": None},
+}
+
+# Settings a from-scratch model does not take (its notebook has no such parameter).
+SCRATCH_ONLY: dict[str, dict[str, Any]] = {
+    "resnet50": {"head_epochs": 0, "alpha": 1.0, "weights": None},
+}
+NOT_FOR_SCRATCH = ("finetune_learning_rate", "finetune_layers")
+
+# Named overrides on top of `BACKBONE_DEFAULTS`: "both" applies to every model.
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    # CI: tiny data, one short epoch per phase; checks that every cell runs.
+    "smoke": {
+        "both": {"max_samples": 64, "max_eval_samples": 64, "batch_size": 16, "tta": True},
+        "mobilenet": {"run": "mobilenet-smoke", "epochs": 2, "head_epochs": 1, "alpha": 0.25},
+        # TTA stays on for MobileNet only: tracing 8 ResNet50s costs minutes on a CPU.
+        "resnet50": {"run": "resnet50-smoke", "epochs": 1, "tta": False},
+    },
+    # README command 1: synthetic data, a few minutes on a 2-core CPU.
+    "demo": {
+        "both": {"max_eval_samples": 512, "batch_size": 32, "tta": True},
+        "mobilenet": {"run": "mobilenet-demo", "epochs": 4, "head_epochs": 2, "alpha": 0.5,
+                      "max_samples": 2048},
+        "resnet50": {"run": "resnet50-demo", "epochs": 2, "max_samples": 512, "tta": False},
+    },
+    # Full PCam on a GPU: the backbone defaults are the full settings.
+    "full": {
+        "both": {"published": True},
+        "mobilenet": {"run": "mobilenet-full"},
+        "resnet50": {"run": "resnet50-full"},
+    },
+}
 
 
 @dataclass
@@ -26,8 +77,8 @@ class TrainConfig:
         run: name of the run folder under `results/`; default "<model>-<UTC time>".
         data_dir: PCam-layout data folder; default `$PCAM_DATA_DIR` or `data/`.
         epochs: total epochs, >= 1 (for transfer: head epochs + fine-tune epochs).
-        head_epochs: epochs of phase 1 (new head on a frozen base); 0 trains
-            everything from the start (the from-scratch recipe).
+        head_epochs: epochs of phase 1 (new head on a frozen base); 0 fine-tunes
+            from the start, `epochs` trains the head only; from-scratch models take 0.
         batch_size: batch per replica, >= 1 (the whole batch on one device; with R
             replicas the global batch is R times larger, see `pcam.train.distribute`).
         max_samples: use at most this many training patches (None: all).
@@ -40,7 +91,7 @@ class TrainConfig:
         finetune_learning_rate: phase-2 learning rate, 10-100x below learning_rate
             (default 10x).
         finetune_layers: how many top layers of the base to unfreeze in phase 2
-            (BatchNorm layers stay frozen); None uses the backbone's default.
+            (BatchNorm layers stay frozen); 24 is MobileNet's last four blocks.
         schedule: "cosine" (with warm-up), "plateau" or "constant".
         warmup_epochs: linear warm-up epochs for the cosine schedule.
         patience: early-stopping patience in epochs, on validation AUC.
@@ -56,7 +107,7 @@ class TrainConfig:
     model: str = "mobilenet"
     run: str | None = None
     data_dir: str | None = None
-    epochs: int = 10
+    epochs: int = 12
     head_epochs: int = 2
     batch_size: int = 64
     max_samples: int | None = None
@@ -67,7 +118,7 @@ class TrainConfig:
     dropout: float = 0.5
     learning_rate: float = 1e-3
     finetune_learning_rate: float = 1e-4
-    finetune_layers: int | None = None
+    finetune_layers: int = 24
     schedule: str = "cosine"
     warmup_epochs: int = 1
     patience: int = 5
@@ -86,10 +137,19 @@ class TrainConfig:
         if isinstance(self.augment, str):
             self.augment = tuple(a for a in self.augment.split(",") if a and a != "none")
         self.augment = tuple(self.augment)
+        _check_choice("model", self.model, tuple(BACKBONE_DEFAULTS))
+        if self.run is not None:
+            check_run_name(self.run)
+        _check_int("seed", self.seed, 0)
         _check_int("epochs", self.epochs, 1)
         _check_int("head_epochs", self.head_epochs, 0)
         if self.head_epochs > self.epochs:
             raise PCamError(f"head_epochs={self.head_epochs} exceeds epochs={self.epochs}")
+        if self.model in SCRATCH_ONLY:
+            for name, value in SCRATCH_ONLY[self.model].items():
+                if getattr(self, name) != value:
+                    raise PCamError(f"{name}={getattr(self, name)!r}: {self.model} trains from "
+                                    f"scratch, so {name} must stay {value!r}")
         _check_int("batch_size", self.batch_size, 1)
         if self.max_samples is not None:
             _check_int("max_samples", self.max_samples, 1)
@@ -97,8 +157,7 @@ class TrainConfig:
             _check_int("max_eval_samples", self.max_eval_samples, 1)
         _check_int("warmup_epochs", self.warmup_epochs, 0)
         _check_int("patience", self.patience, 1)
-        if self.finetune_layers is not None:
-            _check_int("finetune_layers", self.finetune_layers, 0)
+        _check_int("finetune_layers", self.finetune_layers, 0)
         if any(u < 1 for u in self.head_units):
             raise PCamError(f"head_units={self.head_units}: every size must be >= 1")
         if not 0 <= self.dropout < 1:
@@ -111,6 +170,26 @@ class TrainConfig:
         _check_choice("precision", self.precision, PRECISIONS)
         for name in self.augment:
             _check_choice("augment", name, AUGMENTATIONS + ("none",))
+
+    @classmethod
+    def for_model(cls, model: str, preset: str | None = None, **overrides: Any) -> "TrainConfig":
+        """The settings of a `model` run: backbone defaults, then a preset, then `overrides`.
+
+        Args:
+            model: a key of `BACKBONE_DEFAULTS` ("mobilenet", "resnet50").
+            preset: a key of `PRESETS` ("smoke", "demo", "full") or None.
+            **overrides: field values given last (None values are ignored, so
+                unset command-line options keep the defaults).
+
+        Raises:
+            PCamError: unknown model, preset or setting, or a bad value.
+        """
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unused = sorted(set(given) & set(NOT_FOR_SCRATCH)) if model in SCRATCH_ONLY else []
+        if unused:
+            raise PCamError(f"{', '.join(unused)}: {model} trains from scratch and has no "
+                            "fine-tune phase; leave these out")
+        return cls.from_dict({**model_defaults(model, preset), "model": model, **given})
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -135,6 +214,21 @@ class TrainConfig:
         return values
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def check_run_name(name: Any) -> str:
+    """`name` when it is one safe folder name under `results/`, else `PCamError`.
+
+    A run name is 1-100 letters, digits, `.`, `_` or `-`, starting with a letter or
+    digit: no `/`, no `..`, never empty, so a run cannot write outside `results/`.
+    """
+    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
+        raise PCamError(f"run={name!r}: a run name is 1-100 letters, digits, '.', '_' or '-', "
+                        "starting with a letter or digit (it names one folder under results/)")
+    return name
+
+
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PCamError(f"{name}={value!r}: use an integer >= {minimum}")
@@ -143,3 +237,21 @@ def _check_int(name: str, value: Any, minimum: int) -> None:
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise PCamError(f"{name}={value!r}: use one of {', '.join(choices)}")
+
+
+def model_defaults(model: str, preset: str | None = None) -> dict[str, Any]:
+    """`BACKBONE_DEFAULTS[model]` with `PRESETS[preset]` applied (field names)."""
+    if model not in BACKBONE_DEFAULTS:
+        raise PCamError(f"unknown model {model!r}; use one of {', '.join(BACKBONE_DEFAULTS)}")
+    values = dict(BACKBONE_DEFAULTS[model])
+    if preset is not None:
+        if preset not in PRESETS:
+            raise PCamError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+        values.update(PRESETS[preset].get("both", {}))
+        values.update(PRESETS[preset].get(model, {}))
+    return values
+
+
+def field_names() -> list[str]:
+    """The names of every `TrainConfig` setting, in declaration order."""
+    return [f.name for f in dataclasses.fields(TrainConfig)]

@@ -72,14 +72,6 @@ BACKBONES: dict[str, Backbone] = {
         "x / 255 (scaling to [0, 1]; from scratch, not caffe-style)",
         recipe="scratch",
     ),
-    "mobilenet_v2": Backbone(
-        keras.applications.MobileNetV2,
-        _minus_one_to_one,
-        "x / 127.5 - 1 (keras.applications.mobilenet_v2.preprocess_input)",
-        recipe="transfer",
-        finetune_layers=27,  # the last 3 inverted-residual blocks
-        alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-    ),
 }
 
 
@@ -107,7 +99,7 @@ def build_model(
     """Build a binary classifier on a registry backbone, not compiled.
 
     Args:
-        name: key of `BACKBONES` ("mobilenet", "resnet50", "mobilenet_v2").
+        name: key of `BACKBONES` ("mobilenet" or "resnet50").
         alpha: width multiplier, one of the backbone's `alphas` (1.0 when it has none).
         weights: "imagenet" (downloaded by Keras; needs internet), None (random
             initialisation) or a path to a weights file in Keras applications layout.
@@ -250,3 +242,16 @@ def _datasets(group) -> list:
     found = []
     group.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
     return found
+
+
+def check_weights(name: str, alpha: float = 1.0, weights: str | None = "imagenet") -> None:
+    """Raise `PCamError` unless the backbone can be built with `weights`, before training.
+
+    Builds the base once (about a second): "imagenet" is then downloaded, or
+    found in Keras' cache, and a weights file is loaded, so that no notebook
+    cell fails minutes later offline or on a file of another width.
+    """
+    backbone = get_backbone(name)
+    kwargs = _constructor_kwargs(name, backbone, alpha, weights, (96, 96, 3))
+    if weights is not None:
+        _make_base(name, backbone, kwargs, weights)

@@ -1,66 +1,36 @@
-"""Run the two notebooks headless with papermill, with named presets.
+"""Run the notebooks headless (papermill): `pcam train`, `pcam notebooks` and the demo.
 
-The notebooks' `parameters` cell holds the defaults; a preset overrides some of
-them (`smoke` for CI, `demo` for README command 1, `full` for real PCam), and
-the caller may override any further. papermill rejects nothing by itself, so
-unknown names are checked here against the notebook's parameters cell.
+The notebooks hold the experiments' Keras recipes, so training from the
+command line executes them: a `TrainConfig` becomes the notebook's
+`parameters` (each field in UPPER_CASE) and the executed copy is written into
+the run folder beside its record. A terminal sees one line per notebook and
+one per epoch; every other output stays in the executed notebook.
 """
 
 import ast
+import contextlib
 import json
+import logging
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
+from pcam.config import TrainConfig, field_names
 from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT, display_path
+from pcam.paths import PROJ_ROOT, display_path, results_dir
 
 NOTEBOOKS = {
     "mobilenet": PROJ_ROOT / "notebooks" / "01_mobilenet_transfer.ipynb",
     "resnet50": PROJ_ROOT / "notebooks" / "02_resnet50_from_scratch.ipynb",
 }
-
-# Per preset: settings shared by both notebooks, then per-notebook ones.
-PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    # CI: tiny data, one short epoch per phase; checks that every cell runs.
-    "smoke": {
-        "both": {"MAX_SAMPLES": 64, "MAX_EVAL_SAMPLES": 64, "BATCH_SIZE": 16, "TTA": True},
-        "mobilenet": {"RUN": "mobilenet-smoke", "EPOCHS": 2, "HEAD_EPOCHS": 1, "ALPHA": 0.25},
-        # TTA stays on for MobileNet only: tracing 8 ResNet50s costs minutes on a CPU.
-        "resnet50": {"RUN": "resnet50-smoke", "EPOCHS": 1, "TTA": False,
-                     "COMPARE_WITH": "mobilenet-smoke"},
-    },
-    # README command 1: synthetic data, a few minutes on a 2-core CPU.
-    "demo": {
-        "both": {"MAX_EVAL_SAMPLES": 512, "BATCH_SIZE": 32, "TTA": True},
-        "mobilenet": {"RUN": "mobilenet-demo", "EPOCHS": 4, "HEAD_EPOCHS": 2, "ALPHA": 0.5,
-                      "MAX_SAMPLES": 2048},
-        "resnet50": {"RUN": "resnet50-demo", "EPOCHS": 2, "MAX_SAMPLES": 512, "TTA": False,
-                     "COMPARE_WITH": "mobilenet-demo"},
-    },
-    # Full PCam on a GPU: the notebooks' own defaults are the full settings.
-    "full": {
-        "both": {"PUBLISHED": True},
-        "mobilenet": {"RUN": "mobilenet-full"},
-        "resnet50": {"RUN": "resnet50-full", "COMPARE_WITH": "mobilenet-full"},
-    },
-}
-
-
-_PATH_PARAMETERS = ("DATA_DIR", "RESULTS_DIR", "WEIGHTS")
-
-
-def _from_root(value: Any) -> Any:
-    """A path given from the current folder, rewritten relative to the project root.
-
-    The kernel runs in the project root; relative paths keep machine paths out
-    of executed notebooks. Values that are not existing paths or folders to be
-    made ("imagenet", None) pass unchanged.
-    """
-    if not isinstance(value, str) or value in ("imagenet", "none", ""):
-        return value
-    return os.path.relpath(Path(value).resolve(), PROJ_ROOT)
+# Notebook parameters that are not run settings.
+EXTRA_PARAMETERS = ("RESULTS_DIR", "COMPARE_WITH")
+_PATH_FIELDS = ("data_dir", "weights")
+_INLINE = "module://matplotlib_inline.backend_inline"  # figures shown in the notebook
+# What reaches the terminal from a running notebook: Keras' epoch lines (verbose=2).
+_EPOCH_LINE = re.compile(r"Epoch \d+/\d+|^\d+/\d+ - .*val_auc")
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
@@ -77,70 +47,173 @@ def notebook_parameters(path: Path) -> dict[str, Any]:
     raise PCamError(f"{path} has no cell tagged 'parameters'")
 
 
-def run_notebooks(
-    preset: str = "demo",
-    *,
-    out_dir: str | Path,
-    models: tuple[str, ...] = ("mobilenet", "resnet50"),
-    overrides: dict[str, Any] | None = None,
-    log_output: bool = False,
-) -> list[Path]:
-    """Execute the notebooks top to bottom and write executed copies to `out_dir`.
+def notebook_for(model: str) -> Path:
+    """The notebook that trains `model`."""
+    if model not in NOTEBOOKS:
+        raise PCamError(f"no notebook trains {model!r}: use one of {', '.join(NOTEBOOKS)}")
+    return NOTEBOOKS[model]
+
+
+def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
+                 compare_with: str | None = None, log_output: bool = False) -> Path:
+    """Train `config` by executing its model's notebook; returns the executed copy.
 
     Args:
-        preset: "smoke", "demo" or "full" (see `PRESETS`).
-        out_dir: folder for the executed notebooks; it also becomes the
-            notebooks' `RESULTS_DIR` unless `overrides` says otherwise. Relative
-            paths (here and in `overrides`) are taken from the project root, so
-            executed notebooks carry no machine paths.
-        models: which notebooks to run, in order (`NOTEBOOKS` keys).
-        overrides: parameter values applied last, to each notebook that has
-            that parameter (e.g. `{"DATA_DIR": "data"}`); a name no notebook
-            has is an error.
-        log_output: stream cell outputs to the terminal.
+        config: the run's settings (validated); `config.run` names the folder.
+        results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
+        compare_with: the ResNet50 notebook's `COMPARE_WITH` run (None: skip).
+        log_output: stream every cell output to the terminal, not just epochs.
+
+    Returns:
+        `results/<run>/<notebook>.ipynb`, executed.
+
+    Raises:
+        PCamError: a bad setting, or an error a user can fix raised inside the
+            notebook (its message, without the notebook's traceback).
+    """
+    source = notebook_for(config.model)
+    if config.run is None:
+        raise PCamError("give the run a name (--run NAME)")
+    known = notebook_parameters(source)
+    values = config.to_dict()
+    for name in _PATH_FIELDS:  # the kernel runs in the project root; no machine paths
+        values[name] = _from_root(values[name])
+    values.update(results_dir=_from_root(str(results_dir(results))), compare_with=compare_with)
+    parameters = {k.upper(): v for k, v in values.items() if k.upper() in known}
+    missing = sorted(set(known) - set(parameters))
+    if missing:
+        raise PCamError(f"{source.name} has parameters that are not settings: {missing}")
+    target = results_dir(results) / config.run / source.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"running {source.name} -> {display_path(target)}", flush=True)
+    _execute(source, target, parameters, log_output)
+    return target
+
+
+def run_notebooks(preset: str = "demo", *, models: tuple[str, ...] = ("mobilenet", "resnet50"),
+                  overrides: dict[str, Any] | None = None, results: str | Path | None = None,
+                  log_output: bool = False) -> list[Path]:
+    """Train each of `models` with `preset` through its notebook, in order.
+
+    Args:
+        preset: a key of `pcam.config.PRESETS` ("smoke", "demo", "full").
+        models: notebooks to run (`NOTEBOOKS` keys); ResNet50 is compared with
+            the MobileNet run when both run.
+        overrides: settings applied last, by field name or notebook name
+            (`{"data_dir": "data"}` or `{"DATA_DIR": "data"}`), to every model.
+        results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
+        log_output: stream every cell output.
 
     Returns:
         Paths of the executed notebooks.
     """
+    given = {k.lower(): v for k, v in (overrides or {}).items()}
+    results = given.pop("results_dir", results)
+    unknown = sorted(set(given) - set(field_names()))
+    if unknown:
+        raise PCamError(f"unknown setting(s) {', '.join(unknown)}; known settings: "
+                        f"{', '.join(field_names())}")
+    configs = {model: TrainConfig.for_model(model, preset, **_applicable(model, given))
+               for model in models}
+    written = []
+    for model, config in configs.items():
+        other = configs.get("mobilenet") if model == "resnet50" else None
+        written.append(run_notebook(config, results=results, log_output=log_output,
+                                    compare_with=other.run if other else None))
+    return written
+
+
+def _applicable(model: str, given: dict) -> dict:
+    from pcam.config import NOT_FOR_SCRATCH, SCRATCH_ONLY
+
+    if model not in SCRATCH_ONLY:
+        return given
+    return {k: v for k, v in given.items() if k not in (*SCRATCH_ONLY[model], *NOT_FOR_SCRATCH)}
+
+
+def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> None:
     import papermill
 
-    if preset not in PRESETS:
-        raise PCamError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    overrides = {"RESULTS_DIR": str(out_dir), **(overrides or {})}
-    overrides = {k: _from_root(v) if k in _PATH_PARAMETERS else v for k, v in overrides.items()}
-    for model in models:
-        if model not in NOTEBOOKS:
-            raise PCamError(f"unknown notebook {model!r}: use one of {', '.join(NOTEBOOKS)}")
-    known = {model: notebook_parameters(NOTEBOOKS[model]) for model in models}
-    unknown = sorted(set(overrides) - set().union(*known.values()))
-    if unknown:
-        raise PCamError(
-            f"unknown notebook parameter(s) {', '.join(unknown)}; the notebooks take "
-            f"{', '.join(sorted(set().union(*known.values())))}"
-        )
-    written = []
-    for model in models:
-        source = NOTEBOOKS[model]
-        settings = {**PRESETS[preset]["both"], **PRESETS[preset].get(model, {})}
-        settings.update(overrides)
-        parameters = {k: v for k, v in settings.items() if k in known[model]}
-        target = out_dir / source.name
-        print(f"running {source.name} ({preset}) -> {target}", flush=True)
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # inherited by the kernel
-        papermill.execute_notebook(
-            str(source),
-            str(target),
-            parameters=parameters,
-            kernel_name="python3",
-            cwd=str(PROJ_ROOT),  # relative paths in parameters are from the project root
-            progress_bar=False,
-            log_output=log_output,
-        )
-        tidy_executed(target)
-        written.append(target)
-    return written
+    env = {"TF_CPP_MIN_LOG_LEVEL": os.environ.get("TF_CPP_MIN_LOG_LEVEL", "2"),
+           "MPLBACKEND": _INLINE}  # inherited by the kernel; inline: figures in the notebook
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    handler = _EpochLines(log_output)
+    logger = logging.getLogger("papermill")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        with _kernel_stderr_to(None if log_output else target.with_name("kernel.log")):
+            papermill.execute_notebook(str(source), str(target), parameters=parameters,
+                                       kernel_name="python3", cwd=str(PROJ_ROOT),
+                                       progress_bar=False, log_output=True)
+    except papermill.PapermillExecutionError as error:
+        if error.ename == "PCamError":
+            raise PCamError(f"{error.evalue} (in {display_path(target)})") from None
+        raise
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        if target.exists():
+            tidy_executed(target)
+
+
+@contextlib.contextmanager
+def _kernel_stderr_to(path: Path | None):
+    """Send this process's stderr (fd 2), and so the kernel's, to `path` meanwhile.
+
+    The kernel inherits fd 2: TensorFlow's C++ start-up lines and the kernel's
+    own warnings would reach the terminal before any Python setting could
+    silence them. They are kept in `path` (None: left on the terminal).
+    """
+    if path is None:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(path, "ab") as log:
+            os.dup2(log.fileno(), 2)
+            try:
+                yield
+            finally:
+                sys.stderr.flush()
+                os.dup2(saved, 2)
+    finally:
+        os.close(saved)
+
+
+class _EpochLines(logging.Handler):
+    """Prints the epoch lines of papermill's streamed cell output (all lines if asked)."""
+
+    def __init__(self, everything: bool):
+        super().__init__(logging.INFO)
+        self.everything = everything
+
+    def emit(self, record: logging.LogRecord) -> None:
+        for line in record.getMessage().splitlines():
+            line = line.rstrip()
+            if line and (self.everything or _EPOCH_LINE.search(line.strip())):
+                print(f"  {line.strip()}", flush=True)
+
+
+def _from_root(value: Any) -> Any:
+    """A path given from the current folder, rewritten relative to the project root.
+
+    The kernel runs in the project root; relative paths keep machine paths out
+    of executed notebooks. Values that are not paths ("imagenet", None) pass.
+    """
+    if not isinstance(value, str) or value in ("imagenet", "none", ""):
+        return value
+    return os.path.relpath(Path(value).resolve(), PROJ_ROOT)
 
 
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl), which reach stderr

@@ -57,9 +57,9 @@ MIRRORED = textwrap.dedent("""
 
 WORKER = textwrap.dedent("""
     import hashlib, json, sys
-    import numpy as np, tensorflow as tf
+    import keras
     from pcam.train import distribute
-    from pcam.train import loop as training
+    from pcam.train.session import start_run
     from pcam.config import TrainConfig
     from pcam.data.pipeline import make_dataset
 
@@ -75,10 +75,9 @@ WORKER = textwrap.dedent("""
         for part in strategy.experimental_local_results(images):
             seen += [hashlib.md5(a.tobytes()).hexdigest() for a in part.numpy()]
 
-    training.distribute.make_strategy = lambda name: strategy  # one MWMS per process
+    distribute.make_strategy = lambda name: strategy  # one MWMS per process
 
-    def tiny_model(*args, **kwargs):  # pcam's layer names, a fraction of MobileNet's tracing time
-        import keras
+    def tiny_model():  # pcam's layer names, a fraction of MobileNet's tracing time
         inputs = keras.Input((96, 96, 3), dtype="uint8")
         x = keras.layers.Rescaling(1 / 255, name="preprocess")(inputs)
         base_in = keras.Input((96, 96, 3))
@@ -87,12 +86,23 @@ WORKER = textwrap.dedent("""
         outputs = keras.layers.Dense(1, activation="sigmoid", name="prediction")(x)
         return keras.Model(inputs, outputs, name="pcam_mobilenet")
 
-    training.build_model = tiny_model
     config = TrainConfig(model="mobilenet", alpha=0.25, weights=None, run="mw", data_dir=data_dir,
                          epochs=1, head_epochs=0, batch_size=8, max_samples=64,
                          max_eval_samples=32, head_units=(8,), augment=(), tta=False,
                          learning_rate=1e-3)
-    record = training.run_training(config, results=results, verbose=0)
+    # The recipe of tests/recipe.py, around the stand-in model.
+    run = start_run(config, results=results, verbose=0)
+    with run.scope():
+        model = tiny_model()
+    for phase in run.phases:
+        model.get_layer("backbone").trainable = phase != "head"
+        with run.scope():
+            model.compile(optimizer=keras.optimizers.Adam(run.learning_rate(phase)),
+                          loss="binary_crossentropy", metrics=run.metrics())
+        model.fit(run.train, validation_data=run.valid, epochs=run.end_epoch(phase),
+                  initial_epoch=run.resume(model, phase), callbacks=run.callbacks(phase),
+                  verbose=run.verbose)
+    record = run.finish()
     json.dump({"chief": distribute.is_chief(strategy), "seen": seen, "steps": steps,
                "replicas": strategy.num_replicas_in_sync, "status": record["status"],
                "distribution": record["distribution"]}, open(out, "w"))

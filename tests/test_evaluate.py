@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 from h5_files import write_pcam
 
+from pcam import records
+from pcam.config import TrainConfig
 from pcam.data.h5read import open_split, read_images, read_labels
+from pcam.environment import environment_info
 from pcam.errors import PCamError
 from pcam.evaluation.evaluate import evaluate_run, predict_split
 from pcam.models import build_model
-from pcam.records import write_json_atomic
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +29,23 @@ def run_folder(tmp_path, model):
     folder = tmp_path / "run"
     (folder / "checkpoints").mkdir(parents=True)
     model.save(folder / "checkpoints" / "best.keras")
-    record = {"run": "run", "status": "running", "data": {"dir": "<external>/x/y"},
-              "checkpoints": {"best": "checkpoints/best.keras"}, "threshold": None,
-              "metrics": {}, "predictions": {}, "timings": {}}
-    write_json_atomic(folder / "record.json", record)
+    # An interrupted run: trained one head epoch, never scored.
+    record = records.new_record(
+        config=TrainConfig(model="mobilenet", run="run", data_dir="/x/y", epochs=2,
+                           head_epochs=1, alpha=0.25, weights=None).to_dict(),
+        backbone={"recipe": "transfer", "preprocessing": "x / 127.5 - 1"},
+        environment=environment_info(),
+        data={"dir": "<external>/x/y", "info": {"source": "synthetic", "synthetic": True},
+              "synthetic": True, "splits": {s: {"n": 256, "n_file": 256, "positives": 128}
+                                            for s in ("train", "valid", "test")}})
+    records.set_distribution(record, {
+        "strategy": "default (one device)", "replicas": 1, "workers": 1, "precision": "float32",
+        "per_replica_batch": 64, "global_batch": 64, "learning_rate": 1e-3,
+        "finetune_learning_rate": 1e-4, "rule": "linear"})
+    records.start_phase(record, "head", 1, 1, trainable_params=model.count_params())
+    records.add_epoch(record, {"epoch": 1, "phase": "head", "loss": 0.69,
+                               "learning_rate": 1e-3, "seconds": 1.0})
+    records.write_record(folder, record)
     return folder
 
 

@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
+from pcam.config import NOT_FOR_SCRATCH, SCRATCH_ONLY, TrainConfig, field_names
 from pcam.errors import PCamError
-from pcam.notebooks import NOTEBOOKS, PRESETS, notebook_parameters, run_notebooks
+from pcam.notebooks import EXTRA_PARAMETERS, NOTEBOOKS, notebook_parameters, run_notebooks
 from pcam.paths import PROJ_ROOT
 from pcam.records import read_record
 
@@ -28,29 +29,62 @@ def test_committed_notebook_is_clean_and_thin(model):
     assert not re.search(r"/(home|root|work|Users)/", source), "machine path"
     tagged = [c for c in cells if "parameters" in c["metadata"].get("tags", [])]
     assert len(tagged) == 1
-    # No constant hides outside the parameters cell: settings are UPPER_CASE names there.
-    params = notebook_parameters(path)
-    assert {"DATA_DIR", "EPOCHS", "BATCH_SIZE", "SEED", "MAX_SAMPLES"} <= set(params)
+    # The recipe is on the page: the Keras steps a student should see.
+    for step in ("keras.applications.", "include_top=False", "keras.layers.Dense(",
+                 "model.compile(", "model.fit(", "run.resume(model"):
+        assert step in source, step
+    if model == "mobilenet":
+        for step in ("training=False", "base.trainable = False", "base.trainable = True",
+                     "BatchNormalization", '"finetune"'):
+            assert step in source, step
 
 
-def test_presets_only_set_existing_parameters():
-    for preset in PRESETS.values():
-        for model, settings in preset.items():
-            targets = NOTEBOOKS if model == "both" else {model: NOTEBOOKS[model]}
-            known = set().union(*(notebook_parameters(p) for p in targets.values()))
-            assert set(settings) <= known | {"RESULTS_DIR"}, (model, set(settings) - known)
+def _expected_parameters(model: str) -> set[str]:
+    names = set(field_names()) - {"model"}
+    if model in SCRATCH_ONLY:
+        names -= set(SCRATCH_ONLY[model]) | set(NOT_FOR_SCRATCH)
+    return {n.upper() for n in names}
 
 
-def test_unknown_parameter_is_refused(tmp_path):
-    with pytest.raises(PCamError, match="EPOCH"):
-        run_notebooks("smoke", out_dir=tmp_path, overrides={"EPOCH": 1})
+@pytest.mark.parametrize("model", sorted(NOTEBOOKS))
+def test_parameters_are_the_settings_with_their_defaults(model):
+    params = notebook_parameters(NOTEBOOKS[model])
+    assert set(params) - set(EXTRA_PARAMETERS) == _expected_parameters(model)
+    defaults = TrainConfig.for_model(model).to_dict()
+    for name, value in params.items():
+        if name in EXTRA_PARAMETERS or name in ("RUN", "DATA_DIR"):
+            continue
+        given = TrainConfig.for_model(model, **{name.lower(): value}).to_dict()[name.lower()]
+        assert given == defaults[name.lower()], (name, value, defaults[name.lower()])
+
+
+def test_every_train_option_is_a_notebook_parameter():
+    from pcam.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    options = {a.dest for a in train._actions} - {"help", "model", "preset", "results",
+                                                  "log_output"}
+    assert options == set(field_names()) - {"model"}
+    for model in NOTEBOOKS:
+        assert {o.upper() for o in options} & _expected_parameters(model) <= set(
+            notebook_parameters(NOTEBOOKS[model]))
+
+
+def test_unknown_setting_is_refused(tmp_path):
+    with pytest.raises(PCamError, match="unknown setting.*epoch"):
+        run_notebooks("smoke", results=tmp_path, overrides={"EPOCH": 1})
+
+
+def _plot_cells(path):
+    return [c for c in _code_cells(path)
+            if re.search(r"^plots\.plot_|display\(Image", "".join(c["source"]), re.M)]
 
 
 @pytest.mark.slow
 def test_both_notebooks_run_top_to_bottom(tmp_path, synthetic_data_dir, shared_dir_or_none):
     weights = str(shared_dir_or_none / SHARED_WEIGHTS) if shared_dir_or_none else "none"
     written = run_notebooks(
-        "smoke", out_dir=tmp_path, overrides={"DATA_DIR": str(synthetic_data_dir),
+        "smoke", results=tmp_path, overrides={"DATA_DIR": str(synthetic_data_dir),
                                               "WEIGHTS": weights})
     assert [p.name for p in written] == [p.name for p in NOTEBOOKS.values()]
     for path in written:
@@ -58,10 +92,20 @@ def test_both_notebooks_run_top_to_bottom(tmp_path, synthetic_data_dir, shared_d
         errors = [o for c in cells for o in c["outputs"] if o["output_type"] == "error"]
         assert not errors
         assert all(c["execution_count"] is not None for c in cells)
-    for run in ("mobilenet-smoke", "resnet50-smoke"):
+        # Every figure shows inline: an image/png output in each plotting cell.
+        plotting = _plot_cells(path)
+        assert len(plotting) >= 8
+        for cell in plotting:
+            assert any("image/png" in o.get("data", {}) for o in cell["outputs"]), cell["source"]
+        assert "History object at 0x" not in path.read_text()
+    for run, notebook in zip(("mobilenet-smoke", "resnet50-smoke"), written, strict=True):
+        assert notebook.parent == tmp_path / run  # the executed copy lies beside its record
         record = read_record(tmp_path / run)
         assert record["status"] == "complete"
         assert {"valid", "test"} <= set(record["metrics"])
+    phases = read_record(tmp_path / "mobilenet-smoke")["phases"]
+    assert [p["phase"] for p in phases] == ["head", "finetune"]
+    assert phases[0]["trainable_params"] < phases[1]["trainable_params"]
     # The ResNet50 notebook ends with the paired comparison against the MobileNet run.
     last = _code_cells(written[1])[-1]
     text = json.dumps(last["outputs"])
@@ -71,6 +115,19 @@ def test_both_notebooks_run_top_to_bottom(tmp_path, synthetic_data_dir, shared_d
     conclusion = json.dumps(_code_cells(written[0])[-1]["outputs"])
     accuracy = record["metrics"]["test"]["single"]["at_chosen"]["accuracy"]
     assert f"{100 * accuracy:.1f}%" in conclusion
+
+
+@pytest.mark.slow
+def test_error_inside_a_notebook_is_one_clear_line(tmp_path, capsys):
+    from pcam.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code = main(["train", "--model", "mobilenet", "--preset", "smoke", "--weights", "none",
+                 "--data-dir", str(empty), "--results", str(tmp_path / "res")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("error: no PCam files in") and "Traceback" not in err[0]
 
 
 def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_path):

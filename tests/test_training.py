@@ -10,11 +10,12 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from recipe import train as run_training
 
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.paths import PROJ_ROOT
-from pcam.train.loop import plan_phases, run_training
+from pcam.train.session import plan_phases
 
 pytestmark = pytest.mark.slow
 
@@ -37,9 +38,12 @@ def two_runs(tmp_path_factory, synthetic_data_dir):
 
 def test_plan_phases():
     config = TrainConfig(epochs=5, head_epochs=2)
-    assert plan_phases(config, "transfer") == [("head", 0, 2), ("finetune", 2, 5)]
-    assert plan_phases(config, "scratch") == [("scratch", 0, 5)]
-    assert plan_phases(config.replace(head_epochs=5), "transfer") == [("head", 0, 5)]
+    assert plan_phases(config, "transfer") == {"head": (0, 2), "finetune": (2, 5)}
+    assert plan_phases(config, "scratch") == {"scratch": (0, 5)}
+    assert plan_phases(config.replace(head_epochs=5), "transfer") == {"head": (0, 5),
+                                                                      "finetune": (5, 5)}
+    assert plan_phases(config.replace(head_epochs=0), "transfer") == {"head": (0, 0),
+                                                                      "finetune": (0, 5)}
 
 
 def test_loss_falls(two_runs):
@@ -60,7 +64,7 @@ def test_record_complete_and_consistent(two_runs):
     assert record["data"]["splits"]["train"] == {
         "n": 64, "n_file": 512, "positives": record["data"]["splits"]["train"]["positives"]}
     assert set(record["metrics"]) == {"train", "valid", "test"}
-    assert record["phases"] == [{"phase": "scratch", "epochs": [1, 3], "status": "complete",
+    assert record["phases"] == [{"phase": "finetune", "epochs": [1, 3], "status": "complete",
                                  "trainable_params": record["phases"][0]["trainable_params"],
                                  "stopped_early": False}]
     assert record["threshold"]["split"] == "valid" and 0 <= record["threshold"]["value"] <= 1
@@ -135,7 +139,8 @@ _KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import keras
     from pcam.config import TrainConfig
-    from pcam.train.loop import run_training
+    sys.path.insert(0, os.environ["PCAM_TESTS"])
+    from recipe import train as run_training
 
     class Kill(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
@@ -156,7 +161,8 @@ def test_sigkill_mid_epoch_then_rerun_resumes(tmp_path, synthetic_data_dir):
     config = _config(synthetic_data_dir, "killed", epochs=4, head_epochs=1,
                      finetune_learning_rate=1e-4, deterministic=False, max_eval_samples=32)
     command = [sys.executable, str(script), json.dumps(config.to_dict()), str(tmp_path / "res")]
-    env = {**os.environ, "PCAM_TEST_KILL": "1", "PYTHONPATH": str(PROJ_ROOT)}
+    env = {**os.environ, "PCAM_TEST_KILL": "1", "PYTHONPATH": str(PROJ_ROOT),
+           "PCAM_TESTS": str(PROJ_ROOT / "tests")}
     killed = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -9, killed.stderr[-2000:]
     path = tmp_path / "res" / "killed" / "record.json"

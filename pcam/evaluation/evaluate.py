@@ -12,12 +12,12 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pcam import paths
+from pcam import paths, records
 from pcam.errors import PCamError
 from pcam.evaluation.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
 from pcam.evaluation.predict import Predictor, predict_split
 from pcam.evaluation.predictions import save_predictions
-from pcam.records import read_record, run_path, write_record
+from pcam.records import read_record, run_path
 
 TRAIN_EVAL_CAP = 8192  # patches of train scored after training (a fit check, not a result)
 
@@ -28,8 +28,8 @@ def evaluate_after_training(folder: Path, record: dict, splits: dict) -> dict:
     caps = {"train": min(config["max_samples"] or TRAIN_EVAL_CAP, TRAIN_EVAL_CAP)}
     caps.update({name: config["max_eval_samples"] for name in ("valid", "test")})
     record = _evaluate(folder, record, splits, caps, tta=config["tta"], data_dir=None)
-    record["status"] = "complete"
-    write_record(folder, record)
+    records.mark_complete(record)
+    records.write_record(folder, record)
     return record
 
 
@@ -75,11 +75,10 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
         pred = predict_split(model, splits[name], max_samples=caps.get(name),
                              tta=tta and name != "train")
         if name == "valid":
-            record["threshold"] = {"value": choose_threshold(pred["y_true"], pred["y_prob"]),
-                                   "rule": THRESHOLD_RULE, "split": "valid"}
-            if "y_prob_tta" in pred:
-                record["threshold"]["tta_value"] = choose_threshold(pred["y_true"],
-                                                                    pred["y_prob_tta"])
+            tta_value = (choose_threshold(pred["y_true"], pred["y_prob_tta"])
+                         if "y_prob_tta" in pred else None)
+            records.set_threshold(record, choose_threshold(pred["y_true"], pred["y_prob"]),
+                                  tta_value, rule=THRESHOLD_RULE)
         if not record.get("threshold"):
             raise PCamError(f"no valid threshold in {folder / 'record.json'}; "
                             f"evaluate with --split valid {name}")
@@ -89,17 +88,18 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
             entry.update(data_dir=paths.display_path(data_dir),
                          data_label=info.get("label") or info.get("source"),
                          hardware=hardware_info())
-        record["metrics"][name] = entry
-        record["predictions"][name] = save_predictions(folder, name, pred)
+        records.set_split_metrics(record, name, entry, save_predictions(folder, name, pred))
     if "valid" in splits:
         # A new threshold: score the other splits' saved predictions again with it,
         # so every column of the record uses the same threshold.
         for name in sorted(set(record["predictions"]) - set(splits)):
             with np.load(folder / record["predictions"][name]) as saved:
                 pred = {key: saved[key] for key in saved.files}
-            record["metrics"][name].update(_score(pred, record["threshold"]))
-    record["timings"]["evaluate_seconds"] = round(time.perf_counter() - start, 3)
-    write_record(folder, record)
+            scores = _score(pred, record["threshold"])
+            records.set_split_metrics(record, name, {**record["metrics"][name], **scores},
+                                      record["predictions"][name])
+    records.set_evaluate_seconds(record, time.perf_counter() - start)
+    records.write_record(folder, record)
     return record
 
 

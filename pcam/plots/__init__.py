@@ -2,8 +2,8 @@
 
 Each function returns a matplotlib `Figure` (or a path for model diagrams) and
 writes a PNG when given a path. The code lives in small modules:
-`plots_training` (curves), `plots_eval` (ROC/PR, confusion, calibration),
-`plots_data` (patches, augmentations, model diagrams) and `pcam.evaluation.gradcam`.
+`training` (curves, learning-rate schedule), `evaluation` (ROC/PR, confusion,
+calibration), `data` (patches, augmentations, model diagrams) and `gradcam`.
 """
 
 from pcam.plots.common import MODEL_COLOURS, model_colour, save_figure, slug
@@ -15,7 +15,7 @@ from pcam.plots.data import (
 )
 from pcam.plots.evaluation import plot_confusion, plot_reliability, plot_roc_pr
 from pcam.plots.gradcam import plot_gradcam_grid
-from pcam.plots.training import plot_compared_curves, plot_training_curves
+from pcam.plots.training import plot_compared_curves, plot_learning_rate, plot_training_curves
 
 __all__ = [
     "MODEL_COLOURS",
@@ -25,6 +25,7 @@ __all__ = [
     "plot_compared_curves",
     "plot_confusion",
     "plot_gradcam_grid",
+    "plot_learning_rate",
     "plot_model_diagram",
     "plot_reliability",
     "plot_roc_pr",

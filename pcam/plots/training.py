@@ -117,3 +117,35 @@ def plot_compared_curves(records: list[dict], path: str | Path | None = None):
     fig.suptitle("Validation curves compared (per epoch, threshold 0.5)")
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def plot_learning_rate(learning_rate, steps_per_epoch: int, epochs: int,
+                       path: str | Path | None = None):
+    """The learning rate at every training step, as the optimizer will see it.
+
+    Args:
+        learning_rate: a float or a `keras.optimizers.schedules.LearningRateSchedule`.
+        steps_per_epoch: training steps in one epoch, >= 1.
+        epochs: epochs to draw, >= 1.
+        path: PNG file to write; None: do not save.
+
+    Returns:
+        The matplotlib `Figure` (x: epoch, fractional within an epoch).
+    """
+    import keras
+    import numpy as np
+
+    total = max(1, steps_per_epoch * epochs)
+    steps = np.unique(np.linspace(0, total - 1, min(total, 400)).astype(int))
+    if callable(learning_rate):
+        values = [float(keras.ops.convert_to_numpy(learning_rate(int(s)))) for s in steps]
+    else:
+        values = [float(learning_rate)] * len(steps)
+    fig, axes = new_figure(height=2.6)
+    ax = axes[0][0]
+    ax.plot(steps / steps_per_epoch, values, color=model_colour("resnet50"))
+    ax.set(xlabel="epoch", ylabel="learning rate", title="Learning-rate schedule", xlim=(0, epochs))
+    ax.ticklabel_format(axis="y", style="sci", scilimits=(-2, 2))
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return save_figure(fig, path)

@@ -1,10 +1,10 @@
 """Reading what runs left in `results/`: records, the published set, predictions."""
 
-import json
 from pathlib import Path
 
 from pcam.errors import PCamError
-from pcam.paths import display_path, results_dir
+from pcam.paths import results_dir
+from pcam.records import load_record_file
 
 
 def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
@@ -15,17 +15,13 @@ def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
 
     Returns:
         A list of (run folder, record dict); empty when there are no records.
+
+    Raises:
+        PCamError: naming the file, when a record cannot be read, is not JSON
+            or is invalid (see `pcam.records.load_record_file`).
     """
-    rows = []
-    for path in sorted(results_dir(results).glob("*/record.json")):
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
-            raise PCamError(
-                f"{display_path(path)} is not readable JSON ({error}); fix or delete that run"
-            ) from error
-        rows.append((path.parent, record))
-    return rows
+    return [(path.parent, load_record_file(path))
+            for path in sorted(results_dir(results).glob("*/record.json"))]
 
 
 def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = True

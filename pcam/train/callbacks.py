@@ -16,7 +16,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
+from pcam import records
+from pcam.errors import PCamError
 from pcam.fileio import atomic_path
+from pcam.paths import display_path
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> Path:
@@ -75,19 +78,28 @@ class EpochCheckpoints(keras.callbacks.Callback):
 
 
 class RecordHistory(keras.callbacks.Callback):
-    """Append each finished epoch to the record's history and write the record.
+    """Keep the record current: each finished epoch, the training time, the phase's end.
 
     Args:
-        record: the run record (a dict, changed in place).
+        record: the run record (a dict, changed in place through `pcam.records`).
         phase: "head", "finetune" or "scratch", stored with every epoch.
-        guard: the run's `NaNGuard`; an epoch that went NaN is not recorded.
+        guard: the run's `NaNGuard`; an epoch that went NaN is not recorded, and
+            at the end of `fit` the run is marked failed with a message naming
+            the last good checkpoint (raised as `PCamError`).
+        end: the phase's last epoch (counted from 1); ending earlier is early stopping.
         write: function that writes the record atomically.
+        folder: the run folder (for the message).
     """
 
-    def __init__(self, record: dict, phase: str, guard: NaNGuard, write: Callable[[dict], None]):
+    def __init__(self, record: dict, phase: str, guard: NaNGuard, end: int,
+                 write: Callable[[dict], None], folder: Path):
         super().__init__()
-        self.record, self.phase, self.guard, self.write = record, phase, guard, write
-        self._start = time.perf_counter()
+        self.record, self.phase, self.guard, self.end = record, phase, guard, end
+        self.write, self.folder = write, Path(folder)
+        self._start = self._mark = time.perf_counter()
+
+    def on_train_begin(self, logs=None):
+        self._mark = time.perf_counter()
 
     def on_epoch_begin(self, epoch, logs=None):
         self._start = time.perf_counter()
@@ -95,13 +107,36 @@ class RecordHistory(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if self.guard.failed_at is not None:
             return
-        seconds = time.perf_counter() - self._start
+        now = time.perf_counter()
         entry = {"epoch": epoch + 1, "phase": self.phase}
         entry.update({k: float(v) for k, v in (logs or {}).items() if np.ndim(v) == 0})
         lr = self.model.optimizer.learning_rate
         entry["learning_rate"] = float(keras.ops.convert_to_numpy(lr))
-        entry["seconds"] = round(seconds, 3)
-        # An epoch redone after a kill between checkpoint and record replaces its entry.
-        history = [h for h in self.record["history"] if h["epoch"] < epoch + 1]
-        self.record["history"] = history + [entry]
+        entry["seconds"] = round(now - self._start, 3)
+        records.add_epoch(self.record, entry)
+        records.add_train_seconds(self.record, now - self._mark)  # tracing included
+        self._mark = now
         self.write(self.record)
+
+    def on_train_end(self, logs=None):
+        if self.guard.failed_at is not None:
+            records.finish_phase(self.record, self.phase, stopped_early=True, status="failed")
+            message = _nan_message(self.folder, self.record, self.guard.failed_at)
+            records.mark_failed(self.record, message)
+            self.write(self.record)
+            raise PCamError(message)
+        done = records.epochs_done(self.record)
+        records.finish_phase(self.record, self.phase, stopped_early=done < self.end)
+        self.write(self.record)
+
+
+def _nan_message(folder: Path, record: dict, failed_at: dict) -> str:
+    last = folder / "checkpoints" / "last.keras"
+    where = f"epoch {failed_at['epoch']}, batch {failed_at['batch']}"
+    if record["history"] and last.exists():
+        keep = (f"the last good checkpoint is {display_path(last)} "
+                f"(epoch {records.epochs_done(record)})")
+    else:
+        keep = "no checkpoint was saved (it failed in the first epoch)"
+    return (f"training loss became {failed_at['loss']} at {where}, so the run stopped; "
+            f"{keep}. Lower --learning-rate or check the data for bad values")
