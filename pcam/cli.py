@@ -71,7 +71,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from pcam.notebooks import run_notebook
 
     given = {key: value for key, value in vars(args).items()
-             if key not in ("command", "func", "preset", "results", "log_output")}
+             if key not in ("command", "func", "model", "preset", "results", "log_output")}
     config = TrainConfig.for_model(args.model, args.preset, **given)
     if config.run is None:
         config = config.replace(run=f"{config.model}-{_utc_stamp()}")

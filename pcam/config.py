@@ -20,6 +20,7 @@ from typing import Any
 
 from pcam.data.spec import AUGMENTATIONS
 from pcam.errors import PCamError
+from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT
 
 __all__ = ["AUGMENTATIONS", "BACKBONE_DEFAULTS", "PRECISIONS", "PRESETS", "SCHEDULES",
            "STRATEGIES", "TrainConfig"]
@@ -58,6 +59,15 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
         "mobilenet": {"run": "mobilenet-demo", "epochs": 4, "head_epochs": 2, "alpha": 0.5,
                       "max_samples": 2048},
         "resnet50": {"run": "resnet50-demo", "epochs": 2, "max_samples": 512, "tta": False},
+    },
+    # The published runs: the 23,000-patch PCam subset (`import-images ... --holdout 2000`)
+    # on a 2-core CPU, MobileNet 0.5 with the ImageNet weights shipped in pcam/assets/.
+    "subset": {
+        "both": {"data_dir": str(PROJ_ROOT / "data" / "pcam-subset"), "batch_size": 64,
+                 "published": True},
+        "mobilenet": {"run": "mobilenet-subset", "epochs": 20, "head_epochs": 3, "alpha": 0.5,
+                      "weights": str(DEMO_WEIGHTS)},
+        "resnet50": {"run": "resnet50-subset", "epochs": 3},
     },
     # Full PCam on a GPU: the backbone defaults are the full settings.
     "full": {

@@ -418,3 +418,19 @@ def test_resume_or_new(tmp_path):
     records.write_record(folder, sample_record(seed=5))
     with pytest.raises(PCamError, match="run r is already complete.*pcam evaluate --run r"):
         _start(folder, environment, seed=5)
+
+
+def test_records_written_before_the_redesign_still_load_and_report(tmp_path):
+    """The published runs as committed at 47aee47 (schema 1) load, validate and report."""
+    from pcam.report.build import build_report
+
+    old = PROJ_ROOT / "tests" / "data" / "schema1-runs"
+    for folder in sorted(old.glob("*-subset")):
+        record = records.read_record(folder)
+        assert record["schema"] == 1 and record["status"] == "complete"
+    readme = tmp_path / "README.md"
+    readme.write_text("# old runs\n\n<!-- results:start -->\n<!-- results:end -->\n")
+    build_report(results=old, readme=readme, images=tmp_path / "images", gradcam=False)
+    text = readme.read_text()
+    assert "| accuracy (%) | 86.1 ± 0.7 |" in text  # the numbers the README showed then
+    assert (tmp_path / "images" / "compare_roc_pr.png").stat().st_size > 10_000
