@@ -8,12 +8,13 @@
   trains a head first and starts from ImageNet weights; ResNet50 trains from
   scratch, all layers at once), applied by `TrainConfig.for_model`;
 - `PRESETS` are named sets of overrides (`smoke` for CI, `demo` for README
-  command 1, `full` for real PCam), applied on top.
+  command 1, `subset` for the published runs, `full` for real PCam), applied on top.
 
 A typo in a setting is an error, never a silently ignored value.
 """
 
 import dataclasses
+import math
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -170,9 +171,13 @@ class TrainConfig:
         _check_int("finetune_layers", self.finetune_layers, 0)
         if any(u < 1 for u in self.head_units):
             raise PCamError(f"head_units={self.head_units}: every size must be >= 1")
+        # Non-finite floats (inf, nan: `--learning-rate inf`) fail here, before an epoch.
+        _check_float("alpha", self.alpha)
+        _check_float("dropout", self.dropout)
         if not 0 <= self.dropout < 1:
             raise PCamError(f"dropout={self.dropout}: use a value in [0, 1)")
         for name in ("learning_rate", "finetune_learning_rate"):
+            _check_float(name, getattr(self, name))
             if not getattr(self, name) > 0:
                 raise PCamError(f"{name}={getattr(self, name)}: use a positive number")
         _check_choice("schedule", self.schedule, SCHEDULES)
@@ -187,7 +192,7 @@ class TrainConfig:
 
         Args:
             model: a key of `BACKBONE_DEFAULTS` ("mobilenet", "resnet50").
-            preset: a key of `PRESETS` ("smoke", "demo", "full") or None.
+            preset: a key of `PRESETS` ("smoke", "demo", "subset", "full") or None.
             **overrides: field values given last (None values are ignored, so
                 unset command-line options keep the defaults).
 
@@ -242,6 +247,11 @@ def check_run_name(name: Any) -> str:
 def _check_int(name: str, value: Any, minimum: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise PCamError(f"{name}={value!r}: use an integer >= {minimum}")
+
+
+def _check_float(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise PCamError(f"{name}={value!r}: use a finite number (not inf or nan)")
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

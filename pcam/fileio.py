@@ -1,11 +1,14 @@
 """File chores shared by every layer: atomic writes and file digests.
 
-Every file the project writes (records, checkpoints, predictions, HDF5 splits,
-the README block, download stamps) goes through `atomic_path`: the content is
+Every file the project writes whole (records, checkpoints, predictions, HDF5
+splits, the README block, download stamps) goes through `atomic_path`: the content is
 written to a temporary file in the destination's folder, flushed to disk
 (fsync), and renamed over the destination (`os.replace`, atomic on POSIX and
 Windows). A crash, a kill or a full disk leaves either the old file or the new
 one, never half of one, and the temporary file is removed on any failure.
+Files that grow as a run goes (Keras' `history.csv`, TensorBoard events, the
+kernel log, a resumable `.part` download) are appended in place on purpose;
+docs/DESIGN.md lists them.
 """
 
 import contextlib

@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,8 @@ def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
     if missing:
         raise PCamError(f"{source.name} has parameters that are not settings: {missing}")
     target = results_dir(results) / config.run / source.name
+    if not _is_chief():  # other workers of a multi-worker run write nothing beside the record
+        target = Path(tempfile.mkdtemp(prefix=f"pcam-worker-{config.run}-")) / source.name
     target.parent.mkdir(parents=True, exist_ok=True)
     print(f"running {source.name} -> {display_path(target)}", flush=True)
     _execute(source, target, parameters, log_output)
@@ -96,7 +99,7 @@ def run_notebooks(preset: str = "demo", *, models: tuple[str, ...] = ("mobilenet
     """Train each of `models` with `preset` through its notebook, in order.
 
     Args:
-        preset: a key of `pcam.config.PRESETS` ("smoke", "demo", "full").
+        preset: a key of `pcam.config.PRESETS` ("smoke", "demo", "subset", "full").
         models: notebooks to run (`NOTEBOOKS` keys); ResNet50 is compared with
             the MobileNet run when both run.
         overrides: settings applied last, by field name or notebook name
@@ -121,6 +124,14 @@ def run_notebooks(preset: str = "demo", *, models: tuple[str, ...] = ("mobilenet
         written.append(run_notebook(config, results=results, log_output=log_output,
                                     compare_with=other.run if other else None))
     return written
+
+
+def _is_chief() -> bool:
+    if not os.environ.get("TF_CONFIG", "").strip():
+        return True
+    from pcam.train.distribute import is_chief  # imports TensorFlow: multi-worker runs only
+
+    return is_chief()
 
 
 def _applicable(model: str, given: dict) -> dict:
