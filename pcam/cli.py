@@ -168,7 +168,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
     p.add_argument("--model", required=True, help="mobilenet or resnet50")
-    p.add_argument("--preset", choices=PRESETS, help="named settings (smoke, demo, full)")
+    p.add_argument("--preset", choices=PRESETS,
+                   help="named settings: smoke, demo, subset, full (pcam.config.PRESETS)")
     p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
     p.add_argument("--log-output", action="store_true", dest="log_output",
                    help="stream every cell output, not only the epoch lines")

@@ -3,8 +3,8 @@
 `python -m pcam download` calls `download()`. For each file of a split it
 fetches `<name>.gz` into `<name>.gz.part`, checks the MD5 from `pcam.data.spec`,
 gunzips into a temporary file (`pcam.fileio.atomic_path`), checks the unpacked
-MD5 and only then renames it to `<name>`. A verified `.h5` is skipped on a rerun; a `.part` file is never
-taken for a good one.
+MD5 and only then renames it to `<name>`. A verified `.h5` is skipped on a
+rerun; a `.part` file is never taken for a good one.
 
 Why the fetching is written by hand (`pcam.data.fetch`): `keras.utils.get_file`
 (urllib's `urlretrieve`) and pooch both delete the partial file when a
