@@ -7,7 +7,7 @@ model with pcam's layer names, phase by phase, the way the notebooks call it.
 
 import keras
 
-from pcam.models import build_model
+from pcam.models import build_model, get_backbone
 from pcam.train.session import start_run
 
 
@@ -19,6 +19,10 @@ def train(config, results, *, callbacks=(), verbose=0) -> dict:
         model = build_model(config.model, alpha=config.alpha, weights=config.weights,
                             head_units=config.head_units, dropout=config.dropout)
     base = model.get_layer("backbone")
+    if get_backbone(config.model).recipe == "scratch":  # as notebook 02 does
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = config.bn_momentum
     for phase in run.phases:
         base.trainable = phase != "head"
         with run.scope():

@@ -6,7 +6,7 @@ import shutil
 
 import pytest
 
-from pcam.config import NOT_FOR_SCRATCH, SCRATCH_ONLY, TrainConfig, field_names
+from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY, TrainConfig, field_names
 from pcam.errors import PCamError
 from pcam.notebooks import EXTRA_PARAMETERS, NOTEBOOKS, notebook_parameters, run_notebooks
 from pcam.paths import PROJ_ROOT
@@ -43,6 +43,8 @@ def _expected_parameters(model: str) -> set[str]:
     names = set(field_names()) - {"model"}
     if model in SCRATCH_ONLY:
         names -= set(SCRATCH_ONLY[model]) | set(NOT_FOR_SCRATCH)
+    else:
+        names -= set(NOT_FOR_TRANSFER)
     return {n.upper() for n in names}
 
 
