@@ -92,6 +92,8 @@ def test_record_complete_and_consistent(two_runs):
     best = keras.models.load_model(folder / "checkpoints" / "best.keras")
     assert best.input.dtype == "uint8"
     assert (folder / "history.csv").read_text().count("\n") == 4
+    rows = (folder / "history.csv").read_text().splitlines()
+    assert rows[0].startswith("epoch,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]
 
 
 def test_deterministic_runs_are_identical(two_runs):

@@ -77,6 +77,13 @@ class EpochCheckpoints(keras.callbacks.Callback):
         save_model_atomic(self.model, self.folder / "last.keras")
 
 
+class EpochCSVLogger(keras.callbacks.CSVLogger):
+    """`keras.callbacks.CSVLogger` with epochs numbered from 1, as in the record."""
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class RecordHistory(keras.callbacks.Callback):
     """Keep the record current: each finished epoch, the training time, the phase's end.
 
