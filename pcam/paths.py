@@ -7,6 +7,8 @@ folder; nothing else in the package hard-codes a path.
 import os
 from pathlib import Path
 
+from pcam.errors import PCamError
+
 PROJ_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = PROJ_ROOT / "images"
 README = PROJ_ROOT / "README.md"
@@ -16,10 +18,39 @@ DEMO_WEIGHTS = PROJ_ROOT / "pcam" / "assets" / "mobilenet_v1_0.5_imagenet_no_top
 
 
 def data_dir(path: str | os.PathLike | None = None) -> Path:
-    """The PCam data folder: `path`, else `$PCAM_DATA_DIR`, else `data/`."""
-    if path is None:
-        path = os.environ.get("PCAM_DATA_DIR") or PROJ_ROOT / "data"
-    return Path(path).expanduser()
+    """The PCam data folder: `path`, else `$PCAM_DATA_DIR`, else `data/`.
+
+    The folder need not exist yet (the writers create it).
+
+    Raises:
+        PCamError: the folder, or a folder above it, is a file.
+    """
+    env = os.environ.get("PCAM_DATA_DIR")
+    folder = Path(path if path is not None else env or PROJ_ROOT / "data").expanduser()
+    blocker = _file_in_the_way(folder)
+    if blocker is None:
+        return folder
+    what = f"{blocker} is a file, not a folder"
+    if path is not None:
+        where = f"data folder {folder}: " if blocker != folder else ""
+        raise PCamError(f"{where}{what}; give --data-dir (DATA_DIR in a notebook) a folder "
+                        "(it is created if missing)")
+    if env:
+        what = what if blocker != folder else "is a file, not a folder"
+        raise PCamError(f"PCAM_DATA_DIR={env}{': ' if blocker != folder else ' '}{what}; set "
+                        "PCAM_DATA_DIR to a folder (it is created if missing) or unset it")
+    raise PCamError(f"{blocker} is a file, not the data folder; move it or set PCAM_DATA_DIR")
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The nearest existing part of `folder` when it is not a folder, else None."""
+    for part in (folder, *folder.parents):
+        try:
+            if part.exists():
+                return None if part.is_dir() else part
+        except OSError:  # unreadable parent: let the later open or mkdir say so
+            return None
+    return None
 
 
 def results_dir(path: str | os.PathLike | None = None) -> Path:

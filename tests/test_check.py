@@ -28,25 +28,28 @@ def test_rows_for_present_splits(tmp_path):
     x_path, y_path = write_pcam(tmp_path, "valid", 30)
     write_pcam(tmp_path, "test", 9)
     (tmp_path / "dataset.json").write_text('{"source": "synthetic", "synthetic": true}')
-    rows = check_data_dir(tmp_path)
+    rows = check_data_dir(tmp_path, read=True)
     assert [r["split"] for r in rows] == ["valid", "test"]
     assert rows[0] == {
         "split": "valid",
         "n": 30,
         "positives": 10,
         "bytes": x_path.stat().st_size + y_path.stat().st_size,
+        "read": "all",
         "md5": "not checked",
         "ok": True,
         "error": None,
     }
     assert check_data_dir(tmp_path, verify_md5=True)[1]["md5"] == "n/a (synthetic/imported)"
+    assert check_data_dir(tmp_path)[0]["read"] == "skipped"
 
 
 def test_md5_verified_and_mismatch(tmp_path, monkeypatch):
     x_path, y_path = write_pcam(tmp_path, "valid", 20)
     _official(monkeypatch, "valid", 20, file_digest(x_path, "md5"), file_digest(y_path, "md5"))
-    [row] = check_data_dir(tmp_path, verify_md5=True)
+    [row] = check_data_dir(tmp_path, verify_md5=True, read=True)
     assert row["md5"] == "verified" and row["ok"] and row["error"] is None
+    assert row["read"] == "skipped"  # known-good bytes need no second read
 
     _official(monkeypatch, "valid", 20, file_digest(x_path, "md5"), "f" * 32)
     [row] = check_data_dir(tmp_path, verify_md5=True)
@@ -73,7 +76,7 @@ def test_bad_split_is_a_bad_row(tmp_path):
     assert rows[1]["n"] is None and "not a readable HDF5 file" in rows[1]["error"]
     table = format_check_table(rows)
     lines = table.splitlines()
-    assert lines[0].split() == ["split", "N", "positives", "bytes", "md5", "status"]
+    assert lines[0].split() == ["split", "N", "positives", "bytes", "read", "md5", "status"]
     assert lines[1].split()[:3] == ["valid", "10", "4"] and lines[1].endswith("ok")
     assert lines[2].split()[:3] == ["test", "-", "-"] and lines[2].endswith("BAD")
     assert lines[3].startswith("test: ") and str(y_path) in lines[3]

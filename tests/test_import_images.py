@@ -196,8 +196,8 @@ def test_bad_image_named_and_nothing_written(tmp_path, make_bad, message):
     make_bad(tmp_path / "src" / "1")
     write_synthetic(tmp_path / "out", sizes={"train": 16}, seed=0)
     before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
-    with pytest.raises(PCamError, match=message) as error:
-        import_images(tmp_path / "src", tmp_path / "out", split="train")
+    with pytest.raises(PCamError, match=message) as error:  # overwrite: decoding fails first
+        import_images(tmp_path / "src", tmp_path / "out", split="train", overwrite=True)
     assert "must be a 96x96 RGB image. Convert or remove" in str(error.value)
     assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
 
@@ -223,13 +223,20 @@ def test_unknown_layout_and_missing_folder(tmp_path):
         import_images(tmp_path / "src", tmp_path / "out", split="train")
 
 
-def test_one_split_imports_accumulate_and_replace_synthetic(tmp_path):
-    write_synthetic(tmp_path / "out", sizes={"train": 8, "valid": 8, "test": 8})
+def test_one_split_imports_accumulate_and_replace_synthetic(tmp_path, capsys):
+    write_synthetic(tmp_path / "out", sizes={"train": 16, "valid": 16, "test": 16})
     _class_folder(tmp_path / "tr", 4)
     _class_folder(tmp_path / "va", 2, first=50)
-    import_images(tmp_path / "tr", tmp_path / "out", split="train")
+    with pytest.raises(PCamError, match="train would be replaced and valid and test deleted"):
+        import_images(tmp_path / "tr", tmp_path / "out", split="train")
+    assert (tmp_path / "out" / SPEC["valid"].x.name).exists()
+    import_images(tmp_path / "tr", tmp_path / "out", split="train", overwrite=True)
     # The synthetic valid and test must not sit beside real train patches.
     assert not (tmp_path / "out" / SPEC["valid"].x.name).exists()
+    out = capsys.readouterr().out.splitlines()
+    assert sum(line.startswith("replaced ") for line in out) == 3  # train x, y, dataset.json
+    assert sum(line.startswith("removed ") for line in out) == 4
+    # A second one-split import adds valid beside the imported train: no flag needed.
     info = import_images(tmp_path / "va", tmp_path / "out", split="valid")
     assert info["splits"] == {"train": 8, "valid": 4}
     assert info["mapping"] == {"train": "tr", "valid": "va"}

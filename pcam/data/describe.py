@@ -1,13 +1,26 @@
-"""The run record's "data" section: which folder a run trained on, and how much of it.
+"""The run record's "data" section: which folder a run trained on, how much of it, and
+a fingerprint of its files.
 
 It reads the HDF5 labels, so it lives with the data code; `pcam.records` only
 stores the section it is handed (see `pcam/record.schema.json`, "data").
+
+The fingerprint is cheap on the 7 GB train file: per split and file, its name,
+size and `mtime_ns`, the SHA-256 of the whole (small) y file, and for the x
+file the SHA-256 of 8 evenly spaced 1 MiB blocks (the first and the last among
+them; the whole file when it is under 8 MiB). A resume compares the content
+(names, sizes, digests) and refuses on any change; a new modification time with
+the same content (a copy) is only noted.
 """
 
+import hashlib
 import os
 
-from pcam.data.h5read import Split, read_dataset_info, read_labels
+from pcam.data.h5read import Split, check_classes, read_dataset_info, read_labels
+from pcam.errors import PCamError
+from pcam.fileio import file_digest
 from pcam.paths import display_path
+
+_BLOCK, _BLOCKS = 1 << 20, 8  # the x file's sampled digest: 8 blocks of 1 MiB
 
 
 def data_section(config, data_dir: str | os.PathLike, splits: dict[str, Split]) -> dict:
@@ -22,9 +35,10 @@ def data_section(config, data_dir: str | os.PathLike, splits: dict[str, Split]) 
 
     Returns:
         dict: `dir` (display path, no machine path), `info` (the folder's
-        `dataset.json`, see `read_dataset_info`), `synthetic` (bool) and
-        `splits` ({name: {"n": patches used, "n_file": patches in the file,
-        "positives": positives among the n used}}).
+        `dataset.json`, see `read_dataset_info`), `synthetic` (bool), `splits`
+        ({name: {"n": patches used, "n_file": patches in the file,
+        "positives": positives among the n used}}) and `fingerprint` (see
+        `fingerprint`).
     """
     info = read_dataset_info(data_dir)
     section = {"dir": display_path(data_dir), "info": info,
@@ -32,6 +46,94 @@ def data_section(config, data_dir: str | os.PathLike, splits: dict[str, Split]) 
     for name, split in splits.items():
         cap = config.max_samples if name == "train" else config.max_eval_samples
         n = split.length if cap is None else min(cap, split.length)
-        section["splits"][name] = {"n": n, "n_file": split.length,
-                                   "positives": int(read_labels(split)[:n].sum())}
+        used = read_labels(split)[:n]
+        if cap is not None:  # open_split checked the whole file; a cap can leave one class
+            setting = "max_samples" if name == "train" else "max_eval_samples"
+            check_classes(name, used, split.y_path, f"{setting}={cap}")
+        section["splits"][name] = {"n": n, "n_file": split.length, "positives": int(used.sum())}
+    section["fingerprint"] = fingerprint(splits)
     return section
+
+
+def fingerprint(splits: dict[str, Split]) -> dict:
+    """{split: {"x": {name, size, mtime_ns, sampled_sha256}, "y": {name, size, mtime_ns,
+    sha256}}} of opened splits (see the module docstring)."""
+    found = {}
+    for name, split in splits.items():
+        x, y = os.stat(split.x_path), os.stat(split.y_path)
+        found[name] = {
+            "x": {"name": split.x_path.name, "size": x.st_size, "mtime_ns": x.st_mtime_ns,
+                  "sampled_sha256": _sampled_digest(split.x_path, x.st_size)},
+            "y": {"name": split.y_path.name, "size": y.st_size, "mtime_ns": y.st_mtime_ns,
+                  "sha256": file_digest(split.y_path)},
+        }
+    return found
+
+
+def fingerprint_changes(recorded: dict, current: dict) -> tuple[list[str], list[str]]:
+    """(content changes, files only touched) from `recorded` to `current`, in words.
+
+    Splits are compared where either fingerprint has them; a split present in
+    one only is a content change.
+    """
+    changed, touched = [], []
+    for split in sorted(set(recorded) | set(current)):
+        if split not in current or split not in recorded:
+            changed.append(f"split {split} {'is gone' if split in recorded else 'is new'}")
+            continue
+        for kind in ("x", "y"):
+            old, new = recorded[split][kind], current[split][kind]
+            what = [key for key in ("name", "size", "sha256", "sampled_sha256")
+                    if old.get(key) != new.get(key)]
+            label = f"{split} {kind} file {new['name']}"
+            if "size" in what:
+                changed.append(f"{label}: {old['size']} -> {new['size']} bytes")
+            elif what:
+                changed.append(f"{label}: other {' and '.join(what)}")
+            elif old.get("mtime_ns") != new.get("mtime_ns"):
+                touched.append(label)
+    return changed, touched
+
+
+def check_same_data(record: dict, data: dict, data_dir: str | os.PathLike) -> str | None:
+    """Refuse to resume `record` on data other than its own; a note, or None.
+
+    Args:
+        record: the stored record of the run being resumed.
+        data: the data section of the folder it would resume on (`data_section`).
+        data_dir: that folder (for the message).
+
+    Returns:
+        A note when nothing could be compared (a record from before
+        fingerprints) or only modification times changed; None otherwise.
+
+    Raises:
+        PCamError: naming the run, its data folder and every file whose
+            content changed.
+    """
+    recorded, run = record["data"].get("fingerprint"), record["run"]
+    if recorded is None:
+        return (f"run {run}'s record has no data fingerprint (written by an older pcam); "
+                "resuming without checking that the data are the same")
+    changed, touched = fingerprint_changes(recorded, data["fingerprint"])
+    if changed:
+        raise PCamError(
+            f"run {run} started on other data than {data_dir} holds now ("
+            f"{'; '.join(changed)}); resume it on the data it started on, or train a new "
+            "run on these data (another --run name)")
+    if touched:
+        return (f"run {run}: {', '.join(touched)} changed modification time but not "
+                "content; resuming")
+    return None
+
+
+def _sampled_digest(path, size: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        if size <= _BLOCK * _BLOCKS:
+            digest.update(f.read())
+        else:
+            for i in range(_BLOCKS):
+                f.seek((size - _BLOCK) * i // (_BLOCKS - 1))
+                digest.update(f.read(_BLOCK))
+    return digest.hexdigest()

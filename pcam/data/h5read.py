@@ -2,9 +2,11 @@
 
 A split is two files in the data folder, named as in `pcam.data.spec.SPEC`: `x`
 (N, 96, 96, 3) uint8 and `y` (N, 1, 1, 1) or (N,) with values in {0, 1}.
-`open_split` checks all of that from metadata plus the (small) labels and
-raises one `PCamError` naming the file and saying what to do. It never reads
-the images, so opening the 7 GB train file is instant.
+`open_split` checks all of that from metadata plus the (small) labels, and
+refuses a split that cannot train or score (no patches; train or valid with
+one class only), raising one `PCamError` that names the split and file and
+says what to do. It never reads the images, so opening the 7 GB train file is
+instant; `pcam check` reads them all once (`pcam.data.check`).
 
 Reference: the same checks as kaiko-ai/eva's `PatchCamelyon` loader.
 """
@@ -22,6 +24,10 @@ from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
 
 OFFICIAL_INFO = {"source": "PCam, Zenodo record 2546921", "synthetic": False}
+# Splits that need both classes: train to learn, valid for its AUC and threshold.
+# A one-class test still scores (accuracy; AUC is reported as undefined).
+BOTH_CLASSES = ("train", "valid")
+REDO = "delete it and download, generate or import it again"
 _GET_DATA = (
     "run `python -m pcam download --data-dir {dir}` for the real data, "
     "or `python -m pcam synthetic --data-dir {dir}` for a synthetic stand-in"
@@ -53,12 +59,18 @@ def open_split(data_dir: str | os.PathLike | None = None, split: str = "train") 
     Raises:
         PCamError: a file is missing, unreadable (truncated or not HDF5), has
             no dataset under the expected key, the wrong shape or dtype, labels
-            outside {0, 1}, or x and y disagree on the number of patches.
+            outside {0, 1} or a label chunk that does not decompress; x and y
+            disagree on the number of patches; the split has no patches; or
+            train or valid has one class only.
     """
     check_split_name(split)
     folder = _resolve_data_dir(data_dir)
     x_path = folder / SPEC[split].x.name
     y_path = folder / SPEC[split].y.name
+    for path in (x_path, y_path):
+        if path.exists() and not path.is_file():
+            raise PCamError(f"split {split!r}: {path} is a folder, not an HDF5 file; "
+                            "move it away and download or generate the split again")
     missing = [p for p in (x_path, y_path) if not p.is_file()]
     if missing:
         names = " and ".join(p.name for p in missing)
@@ -74,7 +86,42 @@ def open_split(data_dir: str | os.PathLike | None = None, split: str = "train") 
             "the two files come from different splits or one is incomplete; "
             "replace both (download or synthetic again)"
         )
+    if n_x == 0:
+        raise PCamError(
+            f"split {split!r}: {x_path} and {y_path.name} hold 0 patches, nothing to train "
+            "or score on; write the split again (download, synthetic or import-images)"
+        )
+    check_classes(split, labels, y_path)
     return Split(split, x_path, y_path, n_x)
+
+
+def check_classes(split: str, labels: np.ndarray, y_path: Path, setting: str | None = None):
+    """Refuse a train or valid split whose `labels` are all of one class.
+
+    Args:
+        split: the split's name; "test" always passes (it scores without AUC).
+        labels: the labels used, e.g. the first `max_samples` of the file.
+        y_path: the label file, for the message.
+        setting: the cap that chose `labels`, e.g. "max_samples=8"; None when
+            they are the whole file.
+
+    Raises:
+        PCamError: naming the split, the file, the class and what to change.
+    """
+    if split not in BOTH_CLASSES or labels.size == 0 or labels.min() != labels.max():
+        return
+    need = "learn from" if split == "train" else "measure AUC and choose a threshold"
+    if setting is None:
+        raise PCamError(
+            f"split {split!r}: all {labels.size} labels in {y_path} are {labels[0]}; {split} "
+            f"needs patches of both classes (0 and 1) to {need}: add the missing class or "
+            "import a balanced split"
+        )
+    raise PCamError(
+        f"split {split!r}: {setting} keeps the first {labels.size} patches of {y_path}, all "
+        f"labelled {labels[0]}; {split} needs both classes to {need}: raise "
+        f"{setting.split('=')[0]} or leave it out"
+    )
 
 
 def available_splits(data_dir: str | os.PathLike | None = None) -> list[str]:
@@ -109,14 +156,19 @@ def read_images(split: Split, start: int, stop: int) -> np.ndarray:
         return read_block(f[SPEC[split.name].x.key], split.x_path, start, stop)
 
 
-def read_block(dataset: h5py.Dataset, path: Path, start: int, stop: int) -> np.ndarray:
-    """`dataset[start:stop]`, with a read error (corrupt chunk) as a `PCamError`."""
+def read_block(dataset: h5py.Dataset, path: Path, start: int, stop: int,
+               what: str = "patches") -> np.ndarray:
+    """`dataset[start:stop]`, with a read error (corrupt chunk) as a `PCamError`.
+
+    The message names the first unreadable chunk's rows, e.g. "cannot read
+    patches 32:64 of PATH".
+    """
     try:
         return dataset[start:stop]
     except OSError as error:
+        start, stop = _first_bad_rows(dataset, start, stop)
         raise PCamError(
-            f"cannot read patches {start}:{stop} of {path} ({error}): the file is "
-            "corrupt; delete it and download or generate it again"
+            f"cannot read {what} {start}:{stop} of {path} ({error}): the file is corrupt; {REDO}"
         ) from None
 
 
@@ -199,7 +251,7 @@ def _read_label_dataset(path: Path, key: str) -> np.ndarray:
                 f"{path}: dataset {key!r} has dtype {y.dtype}, expected integer "
                 "labels 0 or 1 (uint8)"
             )
-        labels = read_block(y, path, 0, y.shape[0]).reshape(-1)
+        labels = read_block(y, path, 0, y.shape[0], "labels").reshape(-1)
     bad = labels[(labels != 0) & (labels != 1)]
     if bad.size:
         raise PCamError(
@@ -207,3 +259,15 @@ def _read_label_dataset(path: Path, key: str) -> np.ndarray:
             "PCam labels are 1 = tumour in the central 32x32, else 0; fix the labels"
         )
     return labels.astype(np.uint8)
+
+
+def _first_bad_rows(dataset: h5py.Dataset, start: int, stop: int) -> tuple[int, int]:
+    """The rows of the first chunk in `[start, stop)` that fail to read, else the range."""
+    rows = dataset.chunks[0] if dataset.chunks else max(1, stop - start)
+    for first in range(start - start % rows, stop, rows):
+        lo, hi = max(first, start), min(first + rows, stop)
+        try:
+            dataset[lo:hi]
+        except OSError:
+            return lo, hi
+    return start, stop

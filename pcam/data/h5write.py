@@ -8,6 +8,7 @@ under a real PCam name.
 import contextlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -25,7 +26,8 @@ CHUNK_PATCHES = 32
 # Level 4: within a few percent of level 9's size at about 3x its speed.
 GZIP_LEVEL = 4
 # An attribute on every file written here; files without it (the official
-# download) are never overwritten or removed.
+# download) are never overwritten or removed, and files with it only with
+# `overwrite` (see `plan_changes`).
 WRITER_ATTR = "pcam_transfer_writer"
 
 
@@ -33,6 +35,17 @@ def _remove_stale_temps(path: Path) -> None:
     # Left behind only by a killed process; safe to drop before a new write.
     for stale in stale_temps(path):
         stale.unlink(missing_ok=True)
+
+
+def make_folder(data_dir) -> Path:
+    """The data folder, created if needed; `PCamError` when it cannot be."""
+    folder = _resolve_data_dir(data_dir)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise PCamError(f"cannot create the data folder {folder} ({error.strerror or error}); "
+                        "choose another --data-dir or fix the permissions") from None
+    return folder
 
 
 def _as_blocks(images) -> Iterable[np.ndarray]:
@@ -60,8 +73,7 @@ def write_split(data_dir, split: str, images, labels) -> tuple[Path, Path]:
     if not np.isin(labels, (0, 1)).all():
         raise ValueError(f"labels must be 0 or 1, got values {np.unique(labels)[:10]}")
     n = labels.size
-    folder = _resolve_data_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(data_dir)
     x_path, y_path = folder / spec.x.name, folder / spec.y.name
     for path in (x_path, y_path):
         _remove_stale_temps(path)
@@ -102,8 +114,7 @@ def write_split(data_dir, split: str, images, labels) -> tuple[Path, Path]:
 
 def write_dataset_info(data_dir, info: dict) -> Path:
     """Write `info` as `dataset.json` in `data_dir`, atomically; returns its path."""
-    folder = _resolve_data_dir(data_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = make_folder(data_dir)
     return write_text(folder / DATASET_INFO, json.dumps(info, indent=2) + "\n")
 
 
@@ -115,10 +126,50 @@ def _written_here(path: Path) -> bool:
         return False
 
 
-def check_overwrite(data_dir) -> None:
-    """Raise `PCamError` if `data_dir` holds PCam files this package did not write.
+@dataclass(frozen=True)
+class FolderChanges:
+    """The existing files a writer replaces or removes; from `plan_changes`."""
 
-    Keeps `synthetic` and `import-images` from replacing a real 8 GB download.
+    folder: Path
+    replaced: dict[str, list[Path]]  # split -> its existing files, rewritten
+    removed: list[Path]
+    kind: str  # what the folder held, e.g. "synthetic patches, seed 0"
+
+    def announce(self, split: str) -> None:
+        """Print one line per file of `split` that was replaced (call after writing it)."""
+        for path in self.replaced.get(split, []):
+            print(f"replaced {path} ({self.kind})", flush=True)
+
+    def remove(self) -> None:
+        """Delete the files of the splits no longer written, one printed line each."""
+        for path in self.removed:
+            path.unlink(missing_ok=True)
+            print(f"removed {path} ({self.kind})", flush=True)
+        info = self.folder / DATASET_INFO
+        if (self.replaced or self.removed) and info.exists():
+            print(f"replaced {info} (its description of the files above)", flush=True)
+
+
+def plan_changes(data_dir, write: Iterable[str], remove: Iterable[str], *, overwrite: bool,
+                 command: str) -> FolderChanges:
+    """Check, before anything is written, what writing and removing splits would destroy.
+
+    Args:
+        data_dir: the target folder (it need not exist).
+        write: the splits about to be written.
+        remove: the splits about to be deleted (they would not fit the new ones).
+        overwrite: allow replacing and deleting files this package wrote.
+        command: the command's name, for the message ("synthetic", "import-images").
+
+    Returns:
+        A `FolderChanges`: call `announce(split)` after writing each split and
+        `remove()` once all are written.
+
+    Raises:
+        PCamError: the folder holds a PCam file this package did not write (the
+            official download or a damaged file: never replaced, even with
+            `overwrite`), or `overwrite` is False and existing files would be
+            replaced or deleted.
     """
     folder = _resolve_data_dir(data_dir)
     for split in SPLITS:
@@ -127,15 +178,46 @@ def check_overwrite(data_dir) -> None:
             if path.exists() and not _written_here(path):
                 raise PCamError(
                     f"{path} was not written by pcam (the official download or a damaged "
-                    "file); refusing to overwrite it: choose another --data-dir, or delete it"
+                    "file); refusing to overwrite it, even with --overwrite: choose another "
+                    "--data-dir, or delete it yourself"
                 )
+    replaced = {s: _existing(folder, s) for s in write}
+    replaced = {s: paths for s, paths in replaced.items() if paths}
+    gone = [s for s in remove if _existing(folder, s)]
+    kind = _kind(folder)
+    if (replaced or gone) and not overwrite:
+        if replaced and gone:
+            what = f"{_names(replaced)} would be replaced and {_names(gone)} deleted"
+        else:
+            what = f"{_names(replaced or gone)} would be {'replaced' if replaced else 'deleted'}"
+        raise PCamError(
+            f"{folder} already holds {kind}: {what} by `{command}`; rerun with "
+            "--overwrite to do that, or choose another --data-dir"
+        )
+    removed = [path for s in gone for path in _existing(folder, s)]
+    return FolderChanges(folder, replaced, removed, kind)
 
 
-def remove_splits(data_dir, splits: Iterable[str]) -> None:
-    """Delete the files of `splits` written by this package (others are kept)."""
-    folder = _resolve_data_dir(data_dir)
-    for split in splits:
-        for file in (SPEC[split].x, SPEC[split].y):
-            path = folder / file.name
-            if path.exists() and _written_here(path):
-                path.unlink()
+def _existing(folder: Path, split: str) -> list[Path]:
+    paths = (folder / SPEC[split].x.name, folder / SPEC[split].y.name)
+    return [path for path in paths if path.exists()]
+
+
+def _names(splits) -> str:
+    splits = list(splits)
+    return ", ".join(splits[:-1]) + " and " + splits[-1] if len(splits) > 1 else splits[0]
+
+
+def _kind(folder: Path) -> str:
+    """What the folder's files are, from its dataset.json, for messages."""
+    try:
+        info = json.loads((folder / DATASET_INFO).read_text())
+    except (OSError, ValueError):
+        info = None
+    if not isinstance(info, dict):
+        return "PCam files written by pcam"
+    if info.get("source") == "synthetic":
+        return f"synthetic patches, seed {info.get('seed', '?')}"
+    if info.get("source") == "images":
+        return f"imported patches, {info.get('label') or info.get('folder') or 'images'}"
+    return "PCam files written by pcam"

@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from pcam.data.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
+from pcam.data.h5read import BOTH_CLASSES
+from pcam.data.h5write import plan_changes, write_dataset_info, write_split
 from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
 from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
@@ -51,8 +52,11 @@ def _listing(items, total) -> str:
 def _kaggle(src: Path) -> list[tuple[Path, int]]:
     csv_path = src / KAGGLE_CSV
     folder = src / "train" if (src / "train").is_dir() else src
-    with csv_path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
+    try:
+        with csv_path.open(newline="") as f:
+            rows = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise PCamError(f"cannot read {csv_path} ({error}); it must be a UTF-8 CSV") from None
     if not rows or not {"id", "label"} <= set(rows[0]):
         raise PCamError(f"{csv_path} must have a header `id,label` and one row per image")
     labels = {}
@@ -174,7 +178,7 @@ def _looks_like_subset(sources: dict) -> bool:
 
 
 def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, description=None,
-                  threads=4):
+                  threads=4, overwrite=False):
     """Convert a folder of patch images into PCam-layout HDF5 files.
 
     Args:
@@ -189,9 +193,17 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
         description: label for records, e.g. "PCam subset (JPEG)"; guessed
             when None.
         threads: decoding threads.
+        overwrite: replace split files already in `data_dir` and delete those
+            that would not fit the import (e.g. synthetic ones), printing one
+            line per file; without it such a folder is refused. A one-split
+            import beside earlier imported splits keeps them and needs no flag.
 
     Returns:
         The `dataset.json` content written.
+
+    Raises:
+        PCamError: a bad layout or image (nothing is written), train or valid
+            with one class only, or a folder `overwrite` would be needed for.
     """
     src = Path(src)
     if split is not None:
@@ -200,7 +212,15 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
         raise PCamError(f"--holdout must be >= 0, got {holdout}")
     layout, sources = _find_sources(src, split, holdout)
     folder = _resolve_data_dir(data_dir)
-    check_overwrite(folder)
+    targets = set(sources)
+    if holdout:  # train -> train + valid, valid -> test
+        targets = {"train", "valid"} | ({"test"} if "valid" in sources else set())
+    info = _previous_info(folder, single=len(sources) == 1 and not holdout)
+    changes = plan_changes(
+        folder, [s for s in SPLITS if s in targets],
+        [s for s in SPLITS if s not in targets and s not in info["splits"]],
+        overwrite=overwrite, command="import-images",
+    )
     rng = np.random.default_rng(seed)
 
     # Decode and check everything first, so nothing is written half-way. Splits
@@ -222,6 +242,12 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
         mapping.setdefault(target, f"{src.name}/{name}" if layout == "split folders" else src.name)
         outputs[target] = (images, labels, index)
 
+    for name in BOTH_CLASSES:  # nothing is written yet
+        classes = np.unique(outputs[name][1][outputs[name][2]]) if name in outputs else (0, 1)
+        if len(classes) < 2:
+            raise PCamError(f"{name} ({mapping[name]}) would hold class {classes[0]} only; "
+                            f"{name} needs both 0 and 1: add images of class {1 - classes[0]}"
+                            + (" or raise --holdout" if holdout else ""))
     counts = {}
     for name in SPLITS:  # fixed order: the same seed gives the same files
         if name in outputs:
@@ -229,10 +255,9 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
             index = rng.permutation(index)
             blocks = (images[index[i:i + 1024]] for i in range(0, len(index), 1024))
             write_split(folder, name, blocks, labels[index])
+            changes.announce(name)
             counts[name] = (len(index), int(labels[index].sum()))
-
-    info = _previous_info(folder, single=len(sources) == 1 and not holdout)
-    remove_splits(folder, [s for s in SPLITS if s not in outputs and s not in info["splits"]])
+    changes.remove()
     if description is None:
         description = (
             "PCam subset (JPEG)" if _looks_like_subset(sources)

@@ -14,8 +14,10 @@ whatever `n` or `start` is asked for, and a large split can be streamed.
 
 import numpy as np
 
-from pcam.data.h5write import check_overwrite, remove_splits, write_dataset_info, write_split
+from pcam.data.h5read import BOTH_CLASSES
+from pcam.data.h5write import plan_changes, write_dataset_info, write_split
 from pcam.data.spec import CENTER_SIZE, SPLITS
+from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
 
 BLOCK = 256
@@ -222,44 +224,63 @@ def _labels(n, seed, stream):
     return (kinds == POSITIVE).astype(np.uint8)
 
 
-def write_synthetic(data_dir=None, sizes=None, seed=0):
+def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
     """Write synthetic PCam-layout files and `dataset.json` into `data_dir`.
 
     Args:
         data_dir: target folder (default: `$PCAM_DATA_DIR` or `data/`). A folder
             holding the official download is refused.
         sizes: patches per split, default {"train": 4096, "valid": 1024,
-            "test": 1024}; a split of size 0 is not written.
+            "test": 1024}; a split of size 0 is not written (and an earlier
+            one of that name is deleted, since it would not match).
         seed: non-negative integer seed; the same seed gives identical files.
+        overwrite: replace and delete split files already in `data_dir`
+            (synthetic or imported), printing one line per file; without it
+            such a folder is refused.
 
     Returns:
         The `dataset.json` content written.
+
+    Raises:
+        PCamError: no split has a size above 0; train or valid would hold one
+            class only; the folder holds the official download, or other
+            files and `overwrite` is False.
     """
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = set(sizes) - set(SPLITS)
     if unknown:
         raise ValueError(f"unknown split(s) {sorted(unknown)}: use {SPLITS}")
+    sizes = {split: int(sizes.get(split, 0)) for split in SPLITS}
+    if not any(n > 0 for n in sizes.values()):
+        raise PCamError("nothing to write: give at least one of --train, --valid, --test "
+                        "a size above 0")
+    labels = {split: _labels(n, seed, stream)
+              for stream, (split, n) in enumerate(sizes.items()) if n > 0}
+    for split in BOTH_CLASSES:
+        if split in labels and labels[split].min() == labels[split].max():
+            raise PCamError(f"--{split} {sizes[split]} with seed {seed} gives patches of one "
+                            f"class only; {split} needs both: use --{split} 16 or more")
     folder = _resolve_data_dir(data_dir)
-    check_overwrite(folder)
-    written = {}
+    changes = plan_changes(folder, list(labels), [s for s in SPLITS if s not in labels],
+                           overwrite=overwrite, command="synthetic")
     for stream, split in enumerate(SPLITS):
-        n = int(sizes.get(split, 0))
-        if n <= 0:
+        n = sizes[split]
+        if split not in labels:
             continue
         blocks = (
             make_patches(min(BLOCK, n - s), seed, stream=stream, start=s)[0]
             for s in range(0, n, BLOCK)
         )
-        write_split(folder, split, blocks, _labels(n, seed, stream))
-        written[split] = n
-    remove_splits(folder, [s for s in SPLITS if s not in written])
+        write_split(folder, split, blocks, labels[split])
+        changes.announce(split)
+    changes.remove()
     info = {
         "source": "synthetic",
         "synthetic": True,
         "seed": seed,
         "description": "synthetic H&E-like patches (pcam.data.synthetic): label 1 iff tumour-like "
         "nuclei reach the central 32x32; 40% of negatives have tumour nuclei in the border only",
-        "splits": written,
+        "splits": {split: sizes[split] for split in labels},
     }
     write_dataset_info(folder, info)
     return info
