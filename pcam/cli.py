@@ -7,11 +7,15 @@ that `--help` is instant.
 """
 
 import argparse
+import signal
 import sys
+import tempfile
+import threading
 
+from pcam import native_stderr
 from pcam.config import PRESETS
 from pcam.data.spec import SPLITS
-from pcam.errors import PCamError
+from pcam.errors import user_message
 
 
 def _positive_int(text: str) -> int:
@@ -44,7 +48,7 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _cmd_check(args: argparse.Namespace) -> int:
     from pcam.data.check import check_data_dir, format_check_table
 
-    rows = check_data_dir(args.data_dir, verify_md5=args.md5)
+    rows = check_data_dir(args.data_dir, verify_md5=args.md5, read=not args.quick)
     print(format_check_table(rows))
     return 0 if rows and all(row["ok"] for row in rows) else 1
 
@@ -53,7 +57,7 @@ def _cmd_synthetic(args: argparse.Namespace) -> int:
     from pcam.data.synthetic import write_synthetic
 
     sizes = {"train": args.train, "valid": args.valid, "test": args.test}
-    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed)
+    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed, overwrite=args.overwrite)
     return 0
 
 
@@ -61,7 +65,8 @@ def _cmd_import_images(args: argparse.Namespace) -> int:
     from pcam.data.import_images import import_images
 
     import_images(
-        args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed
+        args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed,
+        overwrite=args.overwrite,
     )
     return 0
 
@@ -75,6 +80,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     config = TrainConfig.for_model(args.model, args.preset, **given)
     if config.run is None:
         config = config.replace(run=f"{config.model}-{_utc_stamp()}")
+    from pcam.data.check import check_data_dir
+    from pcam.data.h5read import open_split
+
+    check_data_dir(config.data_dir)  # bad data fail here, before a kernel or a run folder
+    for split in ("train", "valid"):
+        open_split(config.data_dir, split)
     run_notebook(config, results=args.results, log_output=args.log_output)
     return 0
 
@@ -95,7 +106,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_report(args: argparse.Namespace) -> int:
     from pcam.report.build import build_report
 
-    build_report(results=args.results, readme=args.readme, images=args.images)
+    build_report(results=args.results, readme=args.readme, images=args.images,
+                 drop_missing=args.drop_missing)
     return 0
 
 
@@ -141,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("check", help="check every split in a data folder and print a table")
     _add_data_dir(p)
     p.add_argument("--md5", action="store_true", help="also verify MD5 checksums (slow for train)")
+    p.add_argument("--quick", action="store_true",
+                   help="skip reading every patch (a minute or more for train on a slow disk); "
+                   "a corrupt chunk then goes unnoticed until training reads it")
     p.set_defaults(func=_cmd_check)
 
     p = commands.add_parser("synthetic", help="write synthetic PCam-layout files (no download)")
@@ -148,7 +163,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=_non_negative_int, default=4096)
     p.add_argument("--valid", type=_non_negative_int, default=1024)
     p.add_argument("--test", type=_non_negative_int, default=1024)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace or delete split files already in the folder (one line each)")
     p.set_defaults(func=_cmd_synthetic)
 
     p = commands.add_parser(
@@ -163,7 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="hold out this many train patches (stratified) as valid; SRC's valid becomes test",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed of the hold-out draw")
+    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the hold-out draw")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace or delete split files already in the folder (one line each)")
     p.set_defaults(func=_cmd_import_images)
 
     p = commands.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
@@ -201,13 +220,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dropout", type=float, help="dropout before each dense layer, in [0, 1)")
     p.add_argument("--warmup-epochs", type=int, dest="warmup_epochs",
                    help="linear warm-up epochs of the cosine schedule")
+    p.add_argument("--bn-momentum", type=float, dest="bn_momentum",
+                   help="from scratch: momentum of BatchNorm's moving statistics (default 0.99)")
     p.add_argument("--published", action="store_true", default=None,
                    help="put this run in the README table (`python -m pcam report`)")
     p.set_defaults(func=_cmd_train)
 
     p = commands.add_parser("evaluate", help="evaluate a run's best checkpoint, update its record")
     p.add_argument("--run", required=True, help="results/NAME or NAME")
-    _add_data_dir(p)
+    p.add_argument("--data-dir", help="data folder to score (default: the run's own data); "
+                   "other data are scored apart, under \"external\" in the record")
     p.add_argument("--split", nargs="+", choices=SPLITS, default=["valid", "test"])
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="also evaluate with 8-fold dihedral test-time augmentation")
@@ -217,6 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="records folder (default: results/)")
     p.add_argument("--readme", help="README to update (default: README.md)")
     p.add_argument("--images", help="figures folder (default: images/)")
+    p.add_argument("--drop-missing", action="store_true", dest="drop_missing",
+                   help="rebuild the table without a model that has no published run any more")
     p.set_defaults(func=_cmd_report)
 
     p = commands.add_parser("notebooks", help="run both notebooks headless (papermill)")
@@ -240,13 +264,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (Slurm, Kubernetes, `docker stop`), raised where Ctrl-C raises KeyboardInterrupt."""
+
+
+def _on_sigterm(signum, frame):
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # let the clean-up (kernel shutdown) finish
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit status: 0 done, 1 a check failed, 2 a user error (one `error:`
+    line), 130 Ctrl-C, 143 SIGTERM; after 130 or 143 the same command resumes a run."""
     args = build_parser().parse_args(argv)
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
+    native_log = tempfile.TemporaryFile() if native_stderr.hidden() else None
     try:
-        return args.func(args)
-    except PCamError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
+        with native_stderr.stderr_fd_to(native_log, keep_python=True):
+            return args.func(args)
+    except KeyboardInterrupt as stop:  # papermill shuts the kernel down on its way out
         print("interrupted; rerun the same command to resume", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, _Terminated) else 130
+    except Exception as error:
+        if (message := user_message(error)) is None:  # a bug: a traceback, with the native lines
+            if native_log is not None:
+                print(native_stderr.tail(native_log), file=sys.stderr)
+            raise
+        print(f"error: {message}", file=sys.stderr)
+        return 2
+    finally:
+        if native_log is not None:
+            native_log.close()
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)

@@ -11,6 +11,8 @@ Reference:
     - [Transfer learning & fine-tuning](https://keras.io/guides/transfer_learning/)
 """
 
+import warnings
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -183,12 +185,29 @@ def _constructor_kwargs(name, backbone, alpha, weights, input_shape) -> dict:
             f"{name} is trained from scratch here (its preprocessing does not match ImageNet "
             f"weights); use --weights none (weights=None)"
         )
-    if weights not in ("imagenet", None) and not Path(weights).is_file():
-        raise PCamError(
-            f"weights file {weights} does not exist; give a path to a file, "
-            f"'imagenet' (download) or 'none' (random initialisation)"
-        )
+    if weights not in ("imagenet", None):
+        _check_weights_file(str(weights))
     return kwargs
+
+
+def _check_weights_file(path: str) -> None:
+    """`PCamError` for a weights path that is no readable weights file, before Keras sees it."""
+    file, choices = Path(path), "'imagenet' (download) or 'none' (random initialisation)"
+    if not file.is_file():
+        problem = ("path {} is a folder, not a file; give the weights file in it (e.g. "
+                   "mobilenet_<alpha>_224_tf_no_top.h5)" if file.is_dir() else
+                   "file {} does not exist; give a path to a file")
+        raise PCamError(f"weights {problem.format(path)}, {choices}")
+    if (file.suffix == ".keras" or not h5py.is_hdf5(file)) and not zipfile.is_zipfile(file):
+        raise PCamError(f"weights file {path} is not an HDF5 weights file (no HDF5 signature: a "
+                        "text or HTML page saved by mistake?); give Keras' no-top .h5 weights "
+                        f"file, {choices}")
+    try:
+        if h5py.is_hdf5(file):
+            h5py.File(file, "r").close()
+    except OSError as error:  # h5py: "truncated file: eof = ..."
+        raise PCamError(f"weights file {path} is damaged or incomplete (cut short while "
+                        "downloading or copying?); download or copy it again") from error
 
 
 def _make_base(name: str, backbone: Backbone, kwargs: dict, weights) -> keras.Model:
@@ -203,7 +222,7 @@ def _make_base(name: str, backbone: Backbone, kwargs: dict, weights) -> keras.Mo
                 f"copied from a machine with internet, where it lies in ~/.keras/models) or "
                 f"train from random weights with --weights none"
             ) from error
-        if weights not in ("imagenet", None) and isinstance(error, ValueError):
+        if weights not in ("imagenet", None) and isinstance(error, ValueError | OSError):
             raise PCamError(_mismatch_message(name, kwargs.get("alpha"), weights, error)) from error
         raise
 
@@ -214,17 +233,16 @@ def _is_download_failure(error: Exception) -> bool:
 
 
 def _mismatch_message(name: str, alpha: float | None, path: str, error: Exception) -> str:
-    message = f"weights file {path} does not fit {name}"
-    if alpha is not None:
-        file_alpha = _file_alpha(path)
-        if file_alpha is not None:
-            message += f": the file looks like alpha={file_alpha:g}, the model has alpha={alpha:g}"
-        else:
-            message += f" with alpha={alpha:g}"
-        message += "; pass the matching --alpha or the file made for this alpha"
-    else:
-        message += "; pass a weights file for this architecture or --weights none"
-    return f"{message} ({error})"
+    file_alpha = _file_alpha(path) if alpha is not None else None
+    if alpha is None:
+        why = "; pass a weights file for this architecture or --weights none"
+    elif file_alpha is not None and file_alpha != alpha:
+        why = (f": the file looks like alpha={file_alpha:g}, the model has alpha={alpha:g}; "
+               "pass the matching --alpha or the file made for this alpha")
+    else:  # no MobileNet conv1 kernel of another width: some other file
+        why = (f": it is not Keras' no-top {name} weights file for alpha={alpha:g} (.h5); "
+               "give that file or --weights none")
+    return f"weights file {path} does not fit {name}{why} ({error})"
 
 
 def _file_alpha(path: str) -> float | None:
@@ -232,16 +250,12 @@ def _file_alpha(path: str) -> float | None:
     try:
         with h5py.File(path, "r") as f:
             group = f["conv1"] if "conv1" in f else f["layers/conv1/vars"]
-            kernels = [d for d in _datasets(group) if len(d.shape) == 4]
+            kernels = []
+            group.visititems(lambda _, obj: kernels.append(obj) if isinstance(
+                obj, h5py.Dataset) and len(obj.shape) == 4 else None)
             return kernels[0].shape[-1] / 32 if kernels else None
     except (OSError, KeyError):
         return None
-
-
-def _datasets(group) -> list:
-    found = []
-    group.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
-    return found
 
 
 def check_weights(name: str, alpha: float = 1.0, weights: str | None = "imagenet") -> None:
@@ -255,3 +269,30 @@ def check_weights(name: str, alpha: float = 1.0, weights: str | None = "imagenet
     kwargs = _constructor_kwargs(name, backbone, alpha, weights, (96, 96, 3))
     if weights is not None:
         _make_base(name, backbone, kwargs, weights)
+
+
+def load_checkpoint(path: str | Path, advice: str, *, into: keras.Model | None = None,
+                    name: str | None = None) -> keras.Model:
+    """Load a `.keras` checkpoint: the whole model (not compiled), or its state `into` one.
+
+    Raises `PCamError` naming the file (as `name`) and ending in `advice` when it is
+    missing, damaged (not a whole .keras zip: Keras says "File not found") or does not fit.
+    """
+    path, name = Path(path), name or str(path)
+    if not path.is_file():
+        raise PCamError(f"{name} is missing; {advice}")
+    try:
+        if into is None:
+            return keras.models.load_model(path, compile=False)
+        with warnings.catch_warnings():  # Keras warns when it skips the optimizer
+            warnings.simplefilter("ignore")
+            into.load_weights(path)
+        return into
+    except Exception as error:
+        if not zipfile.is_zipfile(path):
+            raise PCamError(f"{name} is damaged or incomplete (not a complete .keras file: "
+                            f"a kill or a full disk while it was copied?); {advice}") from error
+        if not isinstance(error, ValueError | KeyError | TypeError | OSError):
+            raise
+        reason = (str(error).strip().splitlines() or [""])[0][:200]
+        raise PCamError(f"{name} could not be loaded ({reason}); {advice}") from error

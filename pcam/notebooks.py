@@ -13,14 +13,17 @@ import json
 import logging
 import os
 import re
+import shutil
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from pcam.config import TrainConfig, field_names
-from pcam.errors import PCamError
+from pcam.errors import PCamError, wrapped_message
+from pcam.native_stderr import stderr_fd_to
 from pcam.paths import PROJ_ROOT, display_path, results_dir
+from pcam.runlock import LOCK, acquire_lock, lock_holder, release_lock
 
 NOTEBOOKS = {
     "mobilenet": PROJ_ROOT / "notebooks" / "01_mobilenet_transfer.ipynb",
@@ -79,6 +82,8 @@ def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
     values = config.to_dict()
     for name in _PATH_FIELDS:  # the kernel runs in the project root; no machine paths
         values[name] = _from_root(values[name])
+    if values["weights"] is None:  # the notebook's for_model ignores None: say "none"
+        values["weights"] = "none"
     values.update(results_dir=_from_root(str(results_dir(results))), compare_with=compare_with)
     parameters = {k.upper(): v for k, v in values.items() if k.upper() in known}
     missing = sorted(set(known) - set(parameters))
@@ -87,10 +92,34 @@ def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
     target = results_dir(results) / config.run / source.name
     if not _is_chief():  # other workers of a multi-worker run write nothing beside the record
         target = Path(tempfile.mkdtemp(prefix=f"pcam-worker-{config.run}-")) / source.name
-    target.parent.mkdir(parents=True, exist_ok=True)
+    folder = target.parent
+    created = not folder.exists()
+    if not created:  # a run being trained: refuse before its notebook is overwritten
+        release_lock(acquire_lock(folder))
+    folder.mkdir(parents=True, exist_ok=True)
     print(f"running {source.name} -> {display_path(target)}", flush=True)
-    _execute(source, target, parameters, log_output)
+    try:
+        _execute(source, target, parameters, log_output)
+    except BaseException as error:
+        if created and not _has_history(folder):  # failed before anything of value
+            shutil.rmtree(folder, ignore_errors=True)
+            if isinstance(error, PCamError):
+                raise PCamError(str(error).replace(
+                    f"(in {display_path(target)})",
+                    f"(in {display_path(source)}; the new run folder was removed)")) from None
+        raise
+    finally:
+        if folder.exists() and lock_holder(folder / LOCK) is None:
+            (folder / LOCK).unlink(missing_ok=True)  # left by the kernel, now ended
     return target
+
+
+def _has_history(folder: Path) -> bool:
+    """Whether `folder/record.json` has a trained epoch (then the folder is kept)."""
+    try:
+        return bool(json.loads((folder / "record.json").read_text()).get("history"))
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def run_notebooks(preset: str = "demo", *, models: tuple[str, ...] = ("mobilenet", "resnet50"),
@@ -135,11 +164,10 @@ def _is_chief() -> bool:
 
 
 def _applicable(model: str, given: dict) -> dict:
-    from pcam.config import NOT_FOR_SCRATCH, SCRATCH_ONLY
+    from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY
 
-    if model not in SCRATCH_ONLY:
-        return given
-    return {k: v for k, v in given.items() if k not in (*SCRATCH_ONLY[model], *NOT_FOR_SCRATCH)}
+    skip = (*SCRATCH_ONLY[model], *NOT_FOR_SCRATCH) if model in SCRATCH_ONLY else NOT_FOR_TRANSFER
+    return {k: v for k, v in given.items() if k not in skip}
 
 
 def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> None:
@@ -156,13 +184,15 @@ def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> 
     logger.setLevel(logging.INFO)
     logger.propagate = False
     try:
-        with _kernel_stderr_to(None if log_output else target.with_name("kernel.log")):
+        # The kernel inherits fd 2: its TensorFlow start-up lines and warnings go to kernel.log.
+        with stderr_fd_to(None if log_output else target.with_name("kernel.log")):
             papermill.execute_notebook(str(source), str(target), parameters=parameters,
                                        kernel_name="python3", cwd=str(PROJ_ROOT),
                                        progress_bar=False, log_output=True)
     except papermill.PapermillExecutionError as error:
-        if error.ename == "PCamError":
-            raise PCamError(f"{error.evalue} (in {display_path(target)})") from None
+        message = error.evalue if error.ename == "PCamError" else wrapped_message(error.evalue)
+        if message:  # ours, or ours wrapped by TensorFlow (a corrupt chunk met by fit)
+            raise PCamError(f"{message} (in {display_path(target)})") from None
         raise
     finally:
         logger.removeHandler(handler)
@@ -173,33 +203,9 @@ def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> 
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-        if target.exists():
-            tidy_executed(target)
-
-
-@contextlib.contextmanager
-def _kernel_stderr_to(path: Path | None):
-    """Send this process's stderr (fd 2), and so the kernel's, to `path` meanwhile.
-
-    The kernel inherits fd 2: TensorFlow's C++ start-up lines and the kernel's
-    own warnings would reach the terminal before any Python setting could
-    silence them. They are kept in `path` (None: left on the terminal).
-    """
-    if path is None:
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    try:
-        with open(path, "ab") as log:
-            os.dup2(log.fileno(), 2)
-            try:
-                yield
-            finally:
-                sys.stderr.flush()
-                os.dup2(saved, 2)
-    finally:
-        os.close(saved)
+        if target.exists():  # a failure here (a full disk) must not hide the first one
+            with contextlib.suppress(OSError) if sys.exc_info()[0] else contextlib.nullcontext():
+                tidy_executed(target)
 
 
 class _EpochLines(logging.Handler):

@@ -2,8 +2,8 @@
 
 Part of `pcam.records` (which re-exports `SCHEMA`, `validate`, `migrate`,
 `load_record_file` and `write_json_atomic`), split out to keep both modules
-small. The schema file is the field reference: every field has a description
-saying what it means, its units and who writes it.
+small. The schema file is the field reference: every field has a
+description saying what it means, its units and who writes it.
 """
 
 import functools

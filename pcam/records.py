@@ -4,15 +4,15 @@ A record holds everything one run did and measured. Sections: the top level
 (schema, run, model, status, created, updated, published, error, resumed),
 `config`, `backbone`, `environment`, `data`, `distribution`, `phases`,
 `history` (one entry per epoch), `checkpoints`, `threshold`, `metrics` (per
-split), `predictions` and `timings`. The field reference (meaning, units, who
-writes it) is the JSON Schema `pcam/record.schema.json`.
+split), `predictions`, `timings` and `external` (scores on other data). The
+field reference is the JSON Schema `pcam/record.schema.json`.
 
 Only this module changes a record's structure; other modules hand it their
 section (training: `resume_or_new`, `set_distribution`, `start_phase`,
-`finish_phase`, `add_epoch`; evaluation: `set_threshold`, `set_split_metrics`).
-`read_record` migrates and validates; `write_record` validates, then writes
-atomically, so no bad or half-written record reaches disk. The schema checks
-live in `pcam.record_schema` and are re-exported here.
+`finish_phase`, `add_epoch`; evaluation: `set_threshold`, `set_split_metrics`,
+`set_external_metrics`). `read_record` migrates and validates; `write_record`
+validates, then writes atomically. The schema checks live in `pcam.record_schema`
+and are re-exported here; the run folder's lock is `pcam.runlock`.
 """
 
 import os
@@ -29,8 +29,9 @@ from pcam.record_schema import SCHEMA, load_record_file, migrate, validate, writ
 __all__ = ["RECORD", "SCHEMA", "add_epoch", "add_train_seconds", "ensure_writable",
            "epochs_done", "finish_phase", "load_record_file", "mark_complete", "mark_failed",
            "migrate", "new_record", "phase_done", "read_record", "resume_or_new", "run_path",
-           "set_distribution", "set_evaluate_seconds", "set_split_metrics", "set_threshold",
-           "start_phase", "utc_now", "validate", "write_json_atomic", "write_record"]
+           "set_distribution", "set_evaluate_seconds", "set_external_metrics",
+           "set_split_metrics", "set_threshold", "start_phase", "utc_now", "validate",
+           "write_json_atomic", "write_record"]
 
 RECORD = "record.json"
 PHASES = ("head", "finetune", "scratch")
@@ -127,7 +128,8 @@ def new_record(*, config: dict, backbone: dict, environment: dict, data: dict) -
 
 
 def resume_or_new(folder: str | os.PathLike, *, config: dict, backbone: dict, data: dict,
-                  environment_fn: Callable[[], dict]) -> dict:
+                  environment_fn: Callable[[], dict],
+                  check: Callable[[dict], None] | None = None) -> dict:
     """The record of a run starting in `folder`, or of the run it resumes; written.
 
     A record left "running" or "failed" by the same settings is resumed (and
@@ -137,6 +139,7 @@ def resume_or_new(folder: str | os.PathLike, *, config: dict, backbone: dict, da
         folder: the run folder; config, backbone, data: as for `new_record`.
         environment_fn: returns the environment section (called for a new
             record only: a resumed run keeps the environment it started on).
+        check: called with the stored record before a resume; raises to refuse it.
 
     Raises:
         PCamError: the run is already complete, exists with other settings
@@ -160,6 +163,8 @@ def resume_or_new(folder: str | os.PathLike, *, config: dict, backbone: dict, da
             raise PCamError(
                 f"run {run} exists with other settings ({', '.join(changed)}); rerun "
                 f"with the same settings to resume it, or choose another --run name")
+        if check is not None:
+            check(record)
         record["resumed"].append({"from_epoch": epochs_done(record), "at": utc_now()})
         record["status"] = "running"
         record.pop("error", None)
@@ -249,6 +254,13 @@ def set_split_metrics(record: dict, split: str, entry: dict,
         raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
     record["metrics"][split] = entry
     record["predictions"][split] = Path(predictions_path).as_posix()
+
+
+def set_external_metrics(record: dict, key: str, split: str, entry: dict) -> None:
+    """Scores on data other than the run's own, as `external[key][split]`; see the schema."""
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    record.setdefault("external", {}).setdefault(key, {})[split] = dict(entry)
 
 
 def add_train_seconds(record: dict, seconds: float) -> None:

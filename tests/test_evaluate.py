@@ -25,19 +25,19 @@ def model():
 
 
 @pytest.fixture
-def run_folder(tmp_path, model):
+def run_folder(tmp_path, model, synthetic_data_dir):
+    from pcam.data.describe import data_section
+
     folder = tmp_path / "run"
     (folder / "checkpoints").mkdir(parents=True)
     model.save(folder / "checkpoints" / "best.keras")
-    # An interrupted run: trained one head epoch, never scored.
+    # An interrupted run on the synthetic folder: trained one head epoch, never scored.
+    config = TrainConfig(model="mobilenet", run="run", data_dir=str(synthetic_data_dir),
+                         epochs=2, head_epochs=1, alpha=0.25, weights=None)
+    splits = {s: open_split(synthetic_data_dir, s) for s in ("train", "valid", "test")}
     record = records.new_record(
-        config=TrainConfig(model="mobilenet", run="run", data_dir="/x/y", epochs=2,
-                           head_epochs=1, alpha=0.25, weights=None).to_dict(),
-        backbone={"recipe": "transfer", "preprocessing": "x / 127.5 - 1"},
-        environment=environment_info(),
-        data={"dir": "<external>/x/y", "info": {"source": "synthetic", "synthetic": True},
-              "synthetic": True, "splits": {s: {"n": 256, "n_file": 256, "positives": 128}
-                                            for s in ("train", "valid", "test")}})
+        config=config.to_dict(), backbone={"recipe": "transfer", "preprocessing": "x / 127.5 - 1"},
+        environment=environment_info(), data=data_section(config, synthetic_data_dir, splits))
     records.set_distribution(record, {
         "strategy": "default (one device)", "replicas": 1, "workers": 1, "precision": "float32",
         "per_replica_batch": 64, "global_batch": 64, "learning_rate": 1e-3,
@@ -77,21 +77,21 @@ def test_evaluate_run_updates_record(run_folder, synthetic_data_dir, tmp_path):
     saved = np.load(run_folder / record["predictions"]["test"])
     assert sorted(saved.files) == ["y_prob", "y_prob_tta", "y_true"]
 
-    # Another PCam-layout folder: test only, the threshold stays the one chosen on valid.
+    # Another PCam-layout folder: scored apart (external), with the run's own threshold;
+    # the run's metrics, threshold and predictions stay as they were.
     other = tmp_path / "other"
     write_pcam(other, "test", n=24)
     again = evaluate_run(run_folder, data_dir=other, splits=("test",), tta=False)
-    assert again["threshold"] == threshold
-    assert again["metrics"]["test"]["single"]["n"] == 24 and "tta" not in again["metrics"]["test"]
-    assert again["metrics"]["test"]["data_dir"].endswith("other")
-    assert again["metrics"]["test"]["hardware"]["cpu_count"] >= 1
-    # The README protocol says which split was scored on other data.
-    from pcam.report.protocol import protocol_text
-
-    again["data"]["dir"] = "data/trained-here"
-    assert "test scored later on `" in protocol_text([again])
-    assert again["metrics"]["valid"] == record["metrics"]["valid"]
-    assert len(np.load(run_folder / "predictions" / "test.npz")["y_prob"]) == 24
+    assert again["threshold"] == threshold and again["metrics"] == record["metrics"]
+    [(key, scored)] = again["external"].items()
+    assert key.startswith("other-") and list(scored) == ["test"]
+    entry = scored["test"]
+    assert entry["single"]["n"] == 24 and "tta" not in entry
+    assert entry["data_dir"].endswith("other") and entry["threshold"] == threshold["value"]
+    assert entry["hardware"]["cpu_count"] >= 1
+    assert len(np.load(run_folder / entry["predictions"])["y_prob"]) == 24
+    assert entry["predictions"] == f"predictions/{key}/test.npz"
+    assert len(np.load(run_folder / "predictions" / "test.npz")["y_prob"]) == 256
 
 
 def test_evaluate_run_needs_a_threshold(run_folder, synthetic_data_dir):

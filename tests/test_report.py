@@ -116,9 +116,17 @@ def test_two_published_runs_of_one_model_name_both(two_runs):
         build_report(results, readme, images, gradcam=False)
 
 
-def test_no_published_runs_says_how_to_publish(tmp_path):
+def test_no_published_runs_keeps_the_table_or_says_how_to_publish(tmp_path, capsys):
     readme = tmp_path / "README.md"
     readme.write_text(README)
+    (tmp_path / "results").mkdir()
+    with pytest.raises(PCamError, match=r"no published run in .*results, so the results "
+                       r"block of .*README.md was kept; train one with --published"):
+        build_report(tmp_path / "results", readme, tmp_path / "images")
+    assert readme.read_text() == README  # a table it cannot rebuild is never removed
+    assert "is kept as it is" in capsys.readouterr().out
+    # Only an empty block (a fresh file) gets the note on how to publish.
+    readme.write_text(README.replace("old table\n", ""))
     build_report(tmp_path / "results", readme, tmp_path / "images")
     assert "No published run yet" in _block(readme)
 

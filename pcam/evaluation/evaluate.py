@@ -4,12 +4,19 @@ The threshold is always chosen on valid and applied unchanged to the other
 splits; test-time augmentation (TTA) averages the probabilities of the 8
 dihedral transforms of each patch. Predictions go to `predictions/<split>.npz`
 (y_true uint8, y_prob float32, y_prob_tta float32 when TTA ran).
+
+Only the run's own data (its recorded folder, or one whose files match the
+record's data fingerprint) replace its metrics. Other data are scored with the
+run's threshold into `external[<data key>][split]`, predictions in
+`predictions/<data key>/<split>.npz`, and never touch metrics or threshold.
 """
 
+import hashlib
+import json
+import re
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from pcam import paths, records
@@ -17,7 +24,9 @@ from pcam.errors import PCamError
 from pcam.evaluation.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
 from pcam.evaluation.predict import Predictor, predict_split
 from pcam.evaluation.predictions import save_predictions
+from pcam.models import load_checkpoint
 from pcam.records import read_record, run_path
+from pcam.runlock import acquire_lock, release_lock
 
 TRAIN_EVAL_CAP = 8192  # patches of train scored after training (a fit check, not a result)
 
@@ -38,25 +47,138 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
 
     Args:
         run: run name or folder ("results/NAME").
-        data_dir: data folder; default the folder the run trained on when it
-            is inside the project, else `$PCAM_DATA_DIR` or `data/`.
-        splits: splits to score; valid (when listed) sets a new threshold,
-            otherwise the record's threshold is applied.
+        data_dir: data folder; default the run's own (its recorded folder, or
+            `$PCAM_DATA_DIR` / `data/` when their files match the record's data
+            fingerprint). Another folder's scores go to `external` (see module).
+        splits: splits to score; valid (when listed, on the run's own data)
+            sets a new threshold, otherwise the record's threshold is applied.
         tta: also score 8-fold dihedral test-time augmentation.
 
     Returns:
         The updated record; each scored split notes its data folder. Its
         status is left as it was: scoring does not finish an interrupted run.
+
+    Raises:
+        PCamError: the run's own data cannot be found (give --data-dir), the
+            run is being trained or evaluated by another process, no usable
+            checkpoint, or no threshold to apply.
     """
     from pcam.data.h5read import open_split
 
     folder = run_path(run)
     record = read_record(folder)
-    if data_dir is None:
-        data_dir = paths.from_display_path(record["data"]["dir"]) or paths.data_dir()
+    own = data_dir is None or _is_own_data(record, Path(data_dir))
+    data_dir = _own_data_dir(record) if data_dir is None else Path(data_dir)
     opened = {name: open_split(data_dir, name) for name in splits}
-    caps = dict.fromkeys(opened)
-    return _evaluate(folder, record, opened, caps, tta=tta, data_dir=data_dir)
+    lock = acquire_lock(folder, "evaluated")
+    try:
+        record = read_record(folder)  # as it is now that no one else writes it
+        if not own:
+            return _evaluate_external(folder, record, opened, data_dir, tta=tta)
+        before = {s: record["metrics"].get(s) for s in splits}, record.get("threshold")
+        record = _evaluate(folder, record, opened, dict.fromkeys(opened), tta=tta,
+                           data_dir=data_dir)
+    finally:
+        release_lock(lock)
+    replaced = [s for s in splits if before[0][s] is not None]
+    if replaced:
+        print(f"evaluate: replaced run {record['run']}'s {', '.join(replaced)} metrics and "
+              "predictions (scored again on its own data)")
+    old, new = (before[1] or {}).get("value"), record["threshold"]["value"]
+    if old is not None and old != new:
+        print(f"evaluate: threshold {old:.4f} -> {new:.4f} (chosen on valid again); every "
+              "scored split uses it")
+    return record
+
+
+def _own_data_dir(record: dict) -> Path:
+    """The run's own data folder, found from its record; `PCamError` saying --data-dir."""
+    stored = record["data"]["dir"]
+    for folder in (paths.from_display_path(stored), paths.data_dir()):
+        if folder is not None and folder.is_dir() and _is_own_data(record, folder):
+            return folder
+    where = ("is outside the project, so its record cannot locate it" if
+             stored.startswith("<external>") else "no longer holds the data it trained on")
+    raise PCamError(
+        f"run {record['run']} trained on {stored}, which {where}, and "
+        f"{paths.data_dir()} ($PCAM_DATA_DIR, else data/) does not hold "
+        "the same data either; give the run's data folder with --data-dir (scores on another "
+        "folder are kept apart, under \"external\" in its record)")
+
+
+def _is_own_data(record: dict, data_dir: Path) -> bool:
+    """Whether `data_dir` holds the data the run trained on (fingerprint, else path)."""
+    from pcam.data.describe import fingerprint, fingerprint_changes
+
+    recorded = record["data"].get("fingerprint")
+    if recorded is None:  # an older record: only its folder name can tell
+        return paths.display_path(data_dir) == record["data"]["dir"]
+    present = _openable(data_dir, recorded)
+    if not present:
+        return False
+    changed, _ = fingerprint_changes({s: recorded[s] for s in present}, fingerprint(present))
+    return not changed
+
+
+def _openable(data_dir: Path, names) -> dict:
+    from pcam.data.h5read import available_splits, open_split
+
+    found = {}
+    for name in available_splits(data_dir):
+        if name in names:
+            try:
+                found[name] = open_split(data_dir, name)
+            except PCamError:
+                continue
+    return found
+
+
+def _evaluate_external(folder: Path, record: dict, splits: dict, data_dir: Path, *,
+                       tta: bool) -> dict:
+    """Score other data with the run's own threshold into `external[key]`; the record."""
+    from pcam.data.describe import fingerprint
+    from pcam.data.h5read import read_dataset_info
+    from pcam.data.spec import SPLITS
+    from pcam.environment import hardware_info
+
+    threshold = record.get("threshold")
+    if not threshold:
+        raise PCamError(
+            f"run {record['run']} has no threshold yet (its own valid split was never "
+            f"scored); score it on its own data first (python -m pcam evaluate --run "
+            f"{record['run']}), then on other data")
+    prints = fingerprint(_openable(data_dir, SPLITS))
+    content = {s: {k: {f: v for f, v in e.items() if f != "mtime_ns"} for k, e in fp.items()}
+               for s, fp in prints.items()}
+    digest = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:8]
+    slug = re.sub(r"[^a-z0-9._-]+", "-", data_dir.resolve().name.lower()).strip("-._")[:60]
+    key = f"{slug or 'data'}-{digest}"
+    model = Predictor(_load_best(folder, record))
+    info = read_dataset_info(data_dir)
+    (folder / "predictions" / key).mkdir(parents=True, exist_ok=True)
+    replaced = sorted(set(splits) & set((record.get("external") or {}).get(key, {})))
+    for name, split in splits.items():
+        pred = predict_split(model, split, tta=tta and name != "train")
+        entry = {**_score(pred, threshold), "inference": pred["inference"],
+                 "data_dir": paths.display_path(data_dir),
+                 "data_label": info.get("label") or info.get("source"),
+                 "hardware": hardware_info(), "threshold": threshold["value"],
+                 "predictions": save_predictions(folder, f"{key}/{name}", pred),
+                 "at": records.utc_now()}
+        records.set_external_metrics(record, key, name, entry)
+    records.write_record(folder, record)
+    print(f"evaluate: run {record['run']} scored on other data ({data_dir})"
+          f" under external[{key!r}]: {', '.join(splits)}"
+          + (f" (replacing the earlier {', '.join(replaced)})" if replaced else "")
+          + "; its own metrics and threshold are unchanged")
+    return record
+
+
+def _load_best(folder: Path, record: dict):
+    best = folder / record["checkpoints"]["best"]
+    return load_checkpoint(best, advice=(
+        "the run has no usable best checkpoint: restore that file, or train the run again "
+        "(another --run name)"))
 
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
@@ -64,10 +186,7 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
     from pcam.data.h5read import read_dataset_info
     from pcam.environment import hardware_info
 
-    best = folder / record["checkpoints"]["best"]
-    if not best.exists():
-        raise PCamError(f"{best} is missing; the run saved no checkpoint (train it again)")
-    model = Predictor(keras.models.load_model(best, compile=False))
+    model = Predictor(_load_best(folder, record))
     start = time.perf_counter()
     (folder / "predictions").mkdir(exist_ok=True)
     order = sorted(splits, key=lambda s: s != "valid")  # valid first: it sets the threshold

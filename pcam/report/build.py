@@ -14,10 +14,10 @@ from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
 from pcam.fileio import write_text
-from pcam.paths import IMAGES_DIR, README, display_path
+from pcam.paths import IMAGES_DIR, README, display_path, results_dir
 from pcam.report.inputs import common_split, load_records, published_records
 from pcam.report.protocol import protocol_text
-from pcam.report.table import replace_block, results_table
+from pcam.report.table import END, START, replace_block, results_table
 
 _NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHED = True`; or "
             "set `\"published\": true` in `results/<run>/record.json`), then run "
@@ -124,14 +124,29 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]
     return written, preds, notes
 
 
+def _table_models(text: str) -> set[str]:
+    """The models whose columns the results table between the markers shows now."""
+    block = text.split(START, 1)[-1].split(END, 1)[0]
+    header = next((line for line in block.splitlines() if line.startswith("| metric |")), "")
+    return {cell.split()[0] for cell in header.strip(" |").split("|")[1:] if cell.split()}
+
+
+def _keep_block(readme: Path, why: str, what: str) -> None:
+    print(f"note: the results block of {display_path(readme)} is kept as it is")
+    raise PCamError(f"{why}, so the results block of {display_path(readme)} was kept; {what}")
+
+
 def build_report(results=None, readme=None, images=None, *, gradcam: bool = True,
-                 published_only: bool = True) -> None:
+                 published_only: bool = True, drop_missing: bool = False) -> None:
     """Rebuild `images/` and the README results block from the published records.
 
     The block between `<!-- results:start -->` and `<!-- results:end -->` is
     replaced (atomically); the rest of the README is left as it is. The output
     depends only on the records and predictions, so running it twice gives the
-    same README.
+    same README. A table is never removed that cannot be rebuilt: with no
+    published run (only an empty block gets the "No published run yet" note)
+    or none of a model the table shows (unless `drop_missing`), the block is
+    kept and `PCamError` raised. Scores on other data (`external`) stay out.
 
     Args:
         results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
@@ -140,9 +155,12 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         gradcam: also draw Grad-CAM grids and model diagrams (needs checkpoints).
         published_only: False reports every run in `results` (one per model),
             for a demo folder with its own README-like file.
+        drop_missing: rebuild the table without a model that has no published
+            run any more (says which).
 
     Raises:
-        PCamError: README or its markers missing; two published runs of one model.
+        PCamError: README, its markers or the results folder missing; two
+            published runs of one model; no run to rebuild the table from.
     """
     readme = Path(readme) if readme else README
     images = Path(images) if images else IMAGES_DIR
@@ -150,9 +168,27 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         raise PCamError(f"{display_path(readme)} does not exist; give --readme")
     text = readme.read_text()
     replace_block(text, "", name=display_path(readme))  # check the markers before any work
+    folder = results_dir(results)
+    if not folder.is_dir():
+        raise PCamError(f"results folder {folder} does not exist; give --results "
+                        "the folder that holds the runs (default $PCAM_RESULTS_DIR or results/)")
     rows = published_records(load_records(results), published_only=published_only)
+    shown, current = _table_models(text), text.split(START, 1)[1].split(END, 1)[0].strip()
+    dropped = sorted(shown - {record["model"] for _, record in rows})
+    if not rows and current:
+        _keep_block(readme, f"no published run in {folder}",
+                    "train one with --published (or set \"published\": true in its "
+                    "record.json), or give --results the folder that holds the runs")
+    if rows and dropped and not drop_missing:
+        _keep_block(readme, f"the table shows {', '.join(dropped)}, which has no published run "
+                    f"in {folder}", "publish one, or pass --drop-missing to "
+                    "rebuild the table without it")
+    if dropped and rows:
+        print(f"report: dropping {', '.join(dropped)} from the table (no published run)")
     if not rows:
         block = _NO_RUNS
+        print(f"note: no published run in {folder}; the empty results block "
+              "now says how to publish one")
     else:
         written, preds, notes = _figures(rows, images, gradcam=gradcam)
         prefix = Path(os.path.relpath(images, readme.parent)).as_posix()

@@ -24,6 +24,7 @@ Reference:
 
 import importlib.util
 import math
+import shutil
 import sys
 import warnings
 from datetime import UTC, datetime
@@ -33,12 +34,14 @@ import tensorflow as tf
 
 from pcam import paths, records
 from pcam.config import TrainConfig
-from pcam.data.describe import data_section
+from pcam.data.describe import check_same_data, data_section
 from pcam.environment import environment_info
 from pcam.evaluation.metrics import training_metrics
-from pcam.models import check_weights, get_backbone
+from pcam.fileio import stale_temps
+from pcam.models import check_weights, get_backbone, load_checkpoint
+from pcam.runlock import acquire_lock, release_lock
 from pcam.train import distribute
-from pcam.train.callbacks import EpochCheckpoints, NaNGuard, RecordHistory
+from pcam.train.callbacks import EpochCheckpoints, EpochCSVLogger, NaNGuard, RecordHistory
 
 __all__ = ["TrainingRun", "plan_phases", "start_run", "training_metrics"]
 
@@ -66,11 +69,13 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
             elsewhere, e.g. notebooks and logs), or Keras' 0, 1, 2.
 
     Returns:
-        A `TrainingRun`; its record is already written.
+        A `TrainingRun`; its record is already written, and this process holds
+        the run folder's lock (`.lock`) until `finish()` or exit.
 
     Raises:
         PCamError: a bad setting, unreadable data, an unwritable results folder,
-            or a run of that name that is complete or has other settings.
+            a run of that name that is complete, has other settings, started on
+            other data (its data fingerprint) or is being trained by another process.
     """
     from pcam.data.h5read import available_splits, open_split
 
@@ -84,14 +89,31 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
     # A multi-worker strategy must exist before TensorFlow sets up its devices.
     strategy = distribute.make_strategy(config.strategy)
     target = paths.results_dir(results) / config.run
+    created = not target.exists()
     folder = records.ensure_writable(distribute.worker_folder(target, strategy))
-    record = records.resume_or_new(
-        folder, config=config.to_dict(),
-        backbone={"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note},
-        data=data_section(config, data_dir, splits), environment_fn=environment_info)
-    records.set_distribution(record, distribute.describe(strategy, config))
-    records.write_record(folder, record)
-    return TrainingRun(config, strategy, folder, record, splits, verbose)
+    lock, notes = acquire_lock(folder), []
+    try:
+        for name in (records.RECORD, *records.CHECKPOINTS.values()):
+            for temp in stale_temps(folder / name):  # left by a killed run; the lock is ours
+                temp.unlink(missing_ok=True)
+        data = data_section(config, data_dir, splits)
+        record = records.resume_or_new(
+            folder, config=config.to_dict(),
+            backbone={"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note},
+            data=data, environment_fn=environment_info,
+            check=lambda stored: notes.append(check_same_data(stored, data, data_dir)))
+        records.set_distribution(record, distribute.describe(strategy, config))
+        records.write_record(folder, record)
+        run = TrainingRun(config, strategy, folder, record, splits, verbose)
+    except BaseException:
+        release_lock(lock)
+        if created:  # nothing of value was written: leave no empty run folder
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    for note in filter(None, notes):
+        print(f"note: {note}", flush=True)
+    run.lock = lock
+    return run
 
 
 class TrainingRun:
@@ -112,6 +134,7 @@ class TrainingRun:
         from pcam.data.pipeline import make_dataset
 
         self.config, self.strategy, self.folder, self.record = config, strategy, folder, record
+        self.lock = None  # the run folder's lock, set by `start_run`
         self.splits = splits
         self.replicas = strategy.num_replicas_in_sync
         self.verbose = (1 if sys.stdout.isatty() else 2) if verbose == "auto" else verbose
@@ -189,12 +212,13 @@ class TrainingRun:
             return end
         done = records.epochs_done(self.record)
         last = self.folder / "checkpoints" / "last.keras"
-        if done > 0 and last.exists():
+        if done > 0:  # never go on from fresh weights after recorded epochs
             if done > first:  # inside this phase: the optimizer state too
                 model.optimizer.build(model.trainable_variables)
-            with warnings.catch_warnings():  # Keras warns when it skips the optimizer
-                warnings.simplefilter("ignore")
-                model.load_weights(last)
+            load_checkpoint(last, into=model, advice=(
+                f"run {self.config.run} has {done} epoch(s) recorded and cannot resume "
+                "without it: restore that file, or train again from the start under another "
+                f"--run name (or after deleting {self.folder})"))
             if done > first and int(model.optimizer.iterations) == 0:
                 raise RuntimeError(f"{last}: the optimizer state did not load; was the "
                                    "model compiled with other trainable layers?")
@@ -225,8 +249,8 @@ class TrainingRun:
             EpochCheckpoints(self.folder / "checkpoints", guard, best=best),
             RecordHistory(self.record, phase, guard, self._phase(phase)[1],
                           lambda r: records.write_record(self.folder, r), self.folder),
-            keras.callbacks.CSVLogger(str(self.folder / "history.csv"),
-                                      append=bool(history) or bool(self.record["resumed"])),
+            EpochCSVLogger(str(self.folder / "history.csv"),
+                           append=bool(history) or bool(self.record["resumed"])),
             keras.callbacks.EarlyStopping("val_auc", mode="max", patience=config.patience),
         ]
         if importlib.util.find_spec("tensorboard") is not None:
@@ -246,10 +270,14 @@ class TrainingRun:
                    if first < end and not records.phase_done(self.record, p)]
         if missing:
             raise RuntimeError(f"finish() before phase(s) {', '.join(missing)} were fit")
-        if not distribute.is_chief(self.strategy):  # evaluation is the chief's alone
-            distribute.remove_worker_folder(self.folder, self.strategy)
-            return self.record
-        return evaluate_after_training(self.folder, self.record, self.splits)
+        try:
+            if not distribute.is_chief(self.strategy):  # evaluation is the chief's alone
+                distribute.remove_worker_folder(self.folder, self.strategy)
+                return self.record
+            return evaluate_after_training(self.folder, self.record, self.splits)
+        finally:
+            if self.lock is not None:
+                release_lock(self.lock)
 
     def _phase(self, phase: str) -> tuple[int, int]:
         if phase not in self.phases:

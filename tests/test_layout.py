@@ -1,0 +1,74 @@
+"""The package's shape: small modules, imports that only point down (docs/DESIGN.md)."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+from pcam.paths import PROJ_ROOT
+
+PACKAGE = PROJ_ROOT / "pcam"
+# Layers from the top; a module may import its own layer or any layer below it.
+# `pcam.data.spec` (facts of the data set, imported by config) counts as base.
+LAYERS = (
+    ("top", ("pcam.cli", "pcam.demo", "pcam.notebooks", "pcam.__main__")),
+    ("report", ("pcam.report",)),
+    ("plots", ("pcam.plots",)),
+    ("train", ("pcam.train",)),
+    ("evaluation", ("pcam.evaluation",)),
+    ("models", ("pcam.models",)),
+    ("data", ("pcam.data",)),
+    ("base", ("pcam.config", "pcam.records", "pcam.record_schema", "pcam.fileio",
+              "pcam.compat", "pcam.paths", "pcam.errors", "pcam.environment", "pcam.data.spec",
+              "pcam")),
+)
+MAX_LINES = 300
+
+
+def _modules() -> list[tuple[str, Path]]:
+    found = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(PROJ_ROOT).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        found.append((name, path))
+    return found
+
+
+def _layer(module: str) -> int:
+    best = None
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        for prefix in prefixes:
+            if module == prefix or module.startswith(prefix + "."):
+                if best is None or len(prefix) > best[1]:
+                    best = (rank, len(prefix))
+    assert best is not None, f"{module} is in no layer of tests/test_layout.py"
+    return best[0]
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+            names.update(f"{node.module}.{a.name}" for a in node.names)
+    return {n for n in names if n == "pcam" or n.startswith("pcam.")}
+
+
+@pytest.mark.parametrize(("name", "path"), _modules(), ids=lambda v: str(v))
+def test_module_is_small(name, path):
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by concern"
+
+
+def test_imports_point_down():
+    known = {name for name, _ in _modules()}
+    upward = []
+    for name, path in _modules():
+        for target in _imports(path):
+            if target not in known:  # `from pcam.x import function`: the module is pcam.x
+                continue
+            if _layer(target) < _layer(name):
+                upward.append(f"{name} -> {target}")
+    assert not upward, "imports pointing up a layer: " + ", ".join(sorted(upward))
