@@ -1,9 +1,8 @@
 """Command line: `python -m pcam <command> ...`.
 
-Each command is a thin wrapper over a package function; the notebooks call the
-same functions. A `PCamError` is printed as one line without a traceback and
-the exit status is 2. Heavy imports (TensorFlow) happen inside the commands so
-that `--help` is instant.
+The parser and the entry point; what each command does is in `pcam.commands`,
+a thin call into the package (the notebooks call the same functions). An error
+a user can fix is printed as one `error:` line without a traceback, exit status 2.
 """
 
 import argparse
@@ -12,7 +11,7 @@ import sys
 import tempfile
 import threading
 
-from pcam import native_stderr
+from pcam import commands, native_stderr
 from pcam.config import PRESETS
 from pcam.data.spec import SPLITS
 from pcam.errors import user_message
@@ -38,79 +37,6 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _cmd_download(args: argparse.Namespace) -> int:
-    from pcam.data.download import download
-
-    download(args.data_dir, splits=args.splits)
-    return 0
-
-
-def _cmd_check(args: argparse.Namespace) -> int:
-    from pcam.data.check import check_data_dir, format_check_table
-
-    rows = check_data_dir(args.data_dir, verify_md5=args.md5, read=not args.quick)
-    print(format_check_table(rows))
-    return 0 if rows and all(row["ok"] for row in rows) else 1
-
-
-def _cmd_synthetic(args: argparse.Namespace) -> int:
-    from pcam.data.synthetic import write_synthetic
-
-    sizes = {"train": args.train, "valid": args.valid, "test": args.test}
-    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed, overwrite=args.overwrite)
-    return 0
-
-
-def _cmd_import_images(args: argparse.Namespace) -> int:
-    from pcam.data.import_images import import_images
-
-    import_images(
-        args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed,
-        overwrite=args.overwrite,
-    )
-    return 0
-
-
-def _cmd_train(args: argparse.Namespace) -> int:
-    from pcam.config import TrainConfig
-    from pcam.notebooks import run_notebook
-
-    given = {key: value for key, value in vars(args).items()
-             if key not in ("command", "func", "model", "preset", "results", "log_output")}
-    config = TrainConfig.for_model(args.model, args.preset, **given)
-    if config.run is None:
-        config = config.replace(run=f"{config.model}-{_utc_stamp()}")
-    from pcam.data.check import check_data_dir
-    from pcam.data.h5read import open_split
-
-    check_data_dir(config.data_dir)  # bad data fail here, before a kernel or a run folder
-    for split in ("train", "valid"):
-        open_split(config.data_dir, split)
-    run_notebook(config, results=args.results, log_output=args.log_output)
-    return 0
-
-
-def _utc_stamp() -> str:
-    from datetime import UTC, datetime
-
-    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-
-
-def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from pcam.evaluation.evaluate import evaluate_run
-
-    evaluate_run(args.run, data_dir=args.data_dir, splits=args.split, tta=args.tta)
-    return 0
-
-
-def _cmd_report(args: argparse.Namespace) -> int:
-    from pcam.report.build import build_report
-
-    build_report(results=args.results, readme=args.readme, images=args.images,
-                 drop_missing=args.drop_missing)
-    return 0
-
-
 def _parameter(text: str) -> tuple[str, object]:
     import ast
 
@@ -123,42 +49,24 @@ def _parameter(text: str) -> tuple[str, object]:
         return name, value  # a bare string, e.g. WEIGHTS=imagenet
 
 
-def _cmd_notebooks(args: argparse.Namespace) -> int:
-    from pcam.notebooks import run_notebooks
-
-    overrides = dict(args.parameter)
-    if args.data_dir:
-        overrides["data_dir"] = args.data_dir
-    run_notebooks(args.preset, models=tuple(args.models), overrides=overrides,
-                  results=args.results, log_output=args.log_output)
-    return 0
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    from pcam.demo import run_demo
-
-    run_demo(data_dir=args.data_dir, out_dir=args.out, weights=args.weights)
-    return 0
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pcam", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = commands.add_parser("download", help="download, verify and unpack PCam (about 8 GB)")
+    p = subparsers.add_parser("download", help="download, verify and unpack PCam (about 8 GB)")
     _add_data_dir(p)
     p.add_argument("--splits", nargs="+", choices=SPLITS, default=list(SPLITS))
-    p.set_defaults(func=_cmd_download)
+    p.set_defaults(func=commands.cmd_download)
 
-    p = commands.add_parser("check", help="check every split in a data folder and print a table")
+    p = subparsers.add_parser("check", help="check every split in a data folder and print a table")
     _add_data_dir(p)
     p.add_argument("--md5", action="store_true", help="also verify MD5 checksums (slow for train)")
     p.add_argument("--quick", action="store_true",
                    help="skip reading every patch (a minute or more for train on a slow disk); "
                    "a corrupt chunk then goes unnoticed until training reads it")
-    p.set_defaults(func=_cmd_check)
+    p.set_defaults(func=commands.cmd_check)
 
-    p = commands.add_parser("synthetic", help="write synthetic PCam-layout files (no download)")
+    p = subparsers.add_parser("synthetic", help="write synthetic PCam-layout files (no download)")
     _add_data_dir(p)
     p.add_argument("--train", type=_non_negative_int, default=4096)
     p.add_argument("--valid", type=_non_negative_int, default=1024)
@@ -166,26 +74,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace or delete split files already in the folder (one line each)")
-    p.set_defaults(func=_cmd_synthetic)
+    p.set_defaults(func=commands.cmd_synthetic)
 
-    p = commands.add_parser(
+    p = subparsers.add_parser(
         "import-images", help="convert SRC/{0,1}/*, SRC/<split>/{0,1}/* or a Kaggle folder"
     )
     p.add_argument("src", help="folder of images")
     _add_data_dir(p)
     p.add_argument("--split", choices=SPLITS, help="split name when SRC holds one split")
-    p.add_argument(
-        "--holdout",
-        type=_non_negative_int,
-        default=0,
-        help="hold out this many train patches (stratified) as valid; SRC's valid becomes test",
-    )
+    p.add_argument("--holdout", type=_non_negative_int, default=0, help="hold out this many "
+                   "train patches (stratified) as valid; SRC's valid becomes test")
     p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the hold-out draw")
     p.add_argument("--overwrite", action="store_true",
                    help="replace or delete split files already in the folder (one line each)")
-    p.set_defaults(func=_cmd_import_images)
+    p.set_defaults(func=commands.cmd_import_images)
 
-    p = commands.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
+    p = subparsers.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
     p.add_argument("--model", required=True, help="mobilenet or resnet50")
     p.add_argument("--preset", choices=PRESETS,
                    help="named settings: smoke, demo, subset, full (pcam.config.PRESETS)")
@@ -200,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples", type=int, dest="max_samples")
     p.add_argument("--max-eval-samples", type=int, dest="max_eval_samples")
     p.add_argument("--alpha", type=float)
+    p.add_argument("--image-size", type=int, dest="image_size",
+                   help="transfer: backbone input side, 32-512; above 96 patches are upsampled")
     p.add_argument("--weights", help="imagenet, none, or a path to a weights file")
     p.add_argument("--learning-rate", type=float, dest="learning_rate")
     p.add_argument("--finetune-learning-rate", type=float, dest="finetune_learning_rate")
@@ -224,26 +130,27 @@ def build_parser() -> argparse.ArgumentParser:
                    help="from scratch: momentum of BatchNorm's moving statistics (default 0.99)")
     p.add_argument("--published", action="store_true", default=None,
                    help="put this run in the README table (`python -m pcam report`)")
-    p.set_defaults(func=_cmd_train)
+    p.set_defaults(func=commands.cmd_train)
 
-    p = commands.add_parser("evaluate", help="evaluate a run's best checkpoint, update its record")
+    p = subparsers.add_parser("evaluate",
+                              help="evaluate a run's best checkpoint, update its record")
     p.add_argument("--run", required=True, help="results/NAME or NAME")
     p.add_argument("--data-dir", help="data folder to score (default: the run's own data); "
                    "other data are scored apart, under \"external\" in the record")
     p.add_argument("--split", nargs="+", choices=SPLITS, default=["valid", "test"])
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="also evaluate with 8-fold dihedral test-time augmentation")
-    p.set_defaults(func=_cmd_evaluate)
+    p.set_defaults(func=commands.cmd_evaluate)
 
-    p = commands.add_parser("report", help="rebuild images/ and the README table from results/")
+    p = subparsers.add_parser("report", help="rebuild images/ and the README table from results/")
     p.add_argument("--results", help="records folder (default: results/)")
     p.add_argument("--readme", help="README to update (default: README.md)")
     p.add_argument("--images", help="figures folder (default: images/)")
     p.add_argument("--drop-missing", action="store_true", dest="drop_missing",
                    help="rebuild the table without a model that has no published run any more")
-    p.set_defaults(func=_cmd_report)
+    p.set_defaults(func=commands.cmd_report)
 
-    p = commands.add_parser("notebooks", help="run both notebooks headless (papermill)")
+    p = subparsers.add_parser("notebooks", help="run both notebooks headless (papermill)")
     p.add_argument("--preset", choices=PRESETS, default="full")
     _add_data_dir(p)
     p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
@@ -252,15 +159,23 @@ def build_parser() -> argparse.ArgumentParser:
                    metavar="NAME=VALUE",
                    help="override a setting, e.g. -p EPOCHS=3 or -p epochs=3 (repeatable)")
     p.add_argument("--log-output", action="store_true", help="stream cell outputs")
-    p.set_defaults(func=_cmd_notebooks)
+    p.set_defaults(func=commands.cmd_notebooks)
 
-    p = commands.add_parser("demo",
+    p = subparsers.add_parser("study", help="the recipe study: one change per arm, same budget")
+    p.add_argument("arms", nargs="*", help="arms to run (default: all; pcam.study.ARMS)")
+    _add_data_dir(p)
+    p.add_argument("--results", help="records folder; arms go to RESULTS/study/")
+    p.add_argument("--weights-dir", help="folder of mobilenet_v1_<alpha>_imagenet_no_top.h5")
+    p.add_argument("--budget-minutes", type=float, default=10.0, help="training minutes an arm")
+    p.set_defaults(func=commands.cmd_study)
+
+    p = subparsers.add_parser("demo",
                             help="synthetic data + both notebooks + report (README command 1)")
     p.add_argument("--data-dir", default="data/synthetic")
     p.add_argument("--out", default="results/demo")
     p.add_argument("--weights", help="MobileNet weights: imagenet, none or a file (default: "
                    "the ImageNet weights shipped in pcam/assets/, so the demo runs offline)")
-    p.set_defaults(func=_cmd_demo)
+    p.set_defaults(func=commands.cmd_demo)
     return parser
 
 

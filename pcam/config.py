@@ -43,7 +43,7 @@ BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
 SCRATCH_ONLY: dict[str, dict[str, Any]] = {
     "resnet50": {"head_epochs": 0, "alpha": 1.0, "weights": None},
 }
-NOT_FOR_SCRATCH = ("finetune_learning_rate", "finetune_layers")
+NOT_FOR_SCRATCH = ("finetune_learning_rate", "finetune_layers", "image_size")
 NOT_FOR_TRANSFER = ("bn_momentum",)  # the pretrained base's BatchNorm stays frozen
 
 # Named overrides on top of `BACKBONE_DEFAULTS`: "both" applies to every model.
@@ -99,6 +99,8 @@ class TrainConfig:
         max_samples: use at most this many training patches (None: all).
         max_eval_samples: use at most this many valid/test patches (None: all).
         alpha: MobileNet width multiplier (0.25, 0.5, 0.75 or 1.0).
+        image_size: side of the pretrained backbone's input, 32-512; above 96 the
+            patch is upsampled (bilinear) inside the model, nearer ImageNet's scale.
         weights: "imagenet", None (random init) or a path to a weights file.
         head_units: sizes of the new dense layers before the sigmoid.
         dropout: dropout rate before each dense layer, in [0, 1).
@@ -131,6 +133,7 @@ class TrainConfig:
     max_samples: int | None = None
     max_eval_samples: int | None = None
     alpha: float = 1.0
+    image_size: int = 96
     weights: str | None = "imagenet"
     head_units: tuple[int, ...] = (128,)
     dropout: float = 0.5
@@ -177,6 +180,8 @@ class TrainConfig:
         _check_int("warmup_epochs", self.warmup_epochs, 0)
         _check_int("patience", self.patience, 1)
         _check_int("finetune_layers", self.finetune_layers, 0)
+        if not (isinstance(self.image_size, int) and 32 <= self.image_size <= 512):
+            raise PCamError(f"image_size={self.image_size!r}: use an integer from 32 to 512")
         if any(u < 1 for u in self.head_units):
             raise PCamError(f"head_units={self.head_units}: every size must be >= 1")
         # Non-finite floats (inf, nan: `--learning-rate inf`) fail here, before an epoch.

@@ -97,6 +97,7 @@ def build_model(
     head_units: tuple[int, ...] = (128,),
     dropout: float = 0.5,
     input_shape: tuple[int, int, int] = (96, 96, 3),
+    image_size: int | None = None,
 ) -> keras.Model:
     """Build a binary classifier on a registry backbone, not compiled.
 
@@ -108,17 +109,22 @@ def build_model(
         head_units: sizes of the dense ReLU layers between pooling and the sigmoid.
         dropout: dropout rate before each dense layer, in [0, 1).
         input_shape: patch shape; the input dtype is always uint8.
+        image_size: the backbone's input side; when larger than the patch, the
+            preprocessed patch is upsampled (bilinear) to it (None: the patch size).
 
     Returns:
         A `keras.Model` with one sigmoid output of shape (None, 1), float32.
     """
     backbone = get_backbone(name)
-    kwargs = _constructor_kwargs(name, backbone, alpha, weights, input_shape)
+    size = image_size or input_shape[0]
+    kwargs = _constructor_kwargs(name, backbone, alpha, weights, (size, size, input_shape[2]))
     base = _make_base(name, backbone, kwargs, weights)
     base.trainable = backbone.recipe == "scratch"
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     x = backbone.preprocessing()(inputs)
+    if size != input_shape[0]:
+        x = keras.layers.Resizing(size, size, name="upsample")(x)
     # training=False keeps a pretrained base's BatchNorm in inference mode, even
     # once it is unfrozen for fine-tuning (Keras transfer-learning guide). A
     # randomly initialised base needs its BatchNorm statistics to learn.
@@ -131,11 +137,6 @@ def build_model(
     x = keras.layers.Dropout(dropout, name=f"head_dropout_{len(head_units) + 1}")(x)
     outputs = keras.layers.Dense(1, activation="sigmoid", dtype="float32", name="prediction")(x)
     return keras.Model(inputs, outputs, name=f"pcam_{name}")
-
-
-def check_model_args(name: str, alpha: float = 1.0, weights: str | None = "imagenet") -> None:
-    """Raise `PCamError` for a bad model name, alpha or weights, without building."""
-    _constructor_kwargs(name, get_backbone(name), alpha, weights, (96, 96, 3))
 
 
 def set_phase(model: keras.Model, phase: str, *, finetune_layers: int | None = None) -> int:

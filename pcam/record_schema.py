@@ -118,11 +118,17 @@ def validate(record: Any) -> None:
                     f"(field reference: pcam/{SCHEMA_FILE})")
 
 
+# Settings added to the schema-1 config after records were written, with the value
+# those runs used (the schema lists them as optional; `migrate` fills them in).
+ADDED_SETTINGS = {"bn_momentum": 0.99, "image_size": 96}
+
+
 def migrate(record: Any) -> dict:
     """Upgrade a record of an older schema to the current `SCHEMA`, in memory.
 
     Schema 1 is the current and only layout, so a schema-1 record comes back
-    as it is; later layout changes add a step to `MIGRATIONS`.
+    as it is, but for `ADDED_SETTINGS` missing from its config, filled in with
+    the value the run used; later layout changes add a step to `MIGRATIONS`.
 
     Args:
         record: a parsed record.json.
@@ -148,6 +154,9 @@ def migrate(record: Any) -> dict:
         record = MIGRATIONS[version](record)
         version += 1
         record["schema"] = version
+    if isinstance(record.get("config"), dict):
+        for name, value in ADDED_SETTINGS.items():
+            record["config"].setdefault(name, value)
     return record
 
 

@@ -17,7 +17,8 @@ def train(config, results, *, callbacks=(), verbose=0) -> dict:
     run = start_run(config, results=results, verbose=verbose)
     with run.scope():
         model = build_model(config.model, alpha=config.alpha, weights=config.weights,
-                            head_units=config.head_units, dropout=config.dropout)
+                            head_units=config.head_units, dropout=config.dropout,
+                            image_size=config.image_size)
     base = model.get_layer("backbone")
     if get_backbone(config.model).recipe == "scratch":  # as notebook 02 does
         for layer in base.layers:

@@ -11,16 +11,17 @@ PACKAGE = PROJ_ROOT / "pcam"
 # Layers from the top; a module may import its own layer or any layer below it.
 # `pcam.data.spec` (facts of the data set, imported by config) counts as base.
 LAYERS = (
-    ("top", ("pcam.cli", "pcam.demo", "pcam.notebooks", "pcam.__main__")),
+    ("top", ("pcam.cli", "pcam.commands", "pcam.demo", "pcam.study", "pcam.notebooks",
+             "pcam.__main__")),
     ("report", ("pcam.report",)),
     ("plots", ("pcam.plots",)),
     ("train", ("pcam.train",)),
     ("evaluation", ("pcam.evaluation",)),
     ("models", ("pcam.models",)),
     ("data", ("pcam.data",)),
-    ("base", ("pcam.config", "pcam.records", "pcam.record_schema", "pcam.fileio",
-              "pcam.compat", "pcam.paths", "pcam.errors", "pcam.environment", "pcam.data.spec",
-              "pcam")),
+    ("base", ("pcam.config", "pcam.records", "pcam.record_schema", "pcam.runlock",
+              "pcam.fileio", "pcam.compat", "pcam.paths", "pcam.errors", "pcam.native_stderr",
+              "pcam.environment", "pcam.data.spec", "pcam")),
 )
 MAX_LINES = 300
 

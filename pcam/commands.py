@@ -1,0 +1,107 @@
+"""What each `python -m pcam` command does: a thin call into the package.
+
+`pcam.cli` parses the command line and hands the arguments here; each
+function returns the exit status. Heavy imports (TensorFlow) happen inside,
+so that `--help` is instant.
+"""
+
+import argparse
+
+
+def cmd_download(args: argparse.Namespace) -> int:
+    from pcam.data.download import download
+
+    download(args.data_dir, splits=args.splits)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from pcam.data.check import check_data_dir, format_check_table
+
+    rows = check_data_dir(args.data_dir, verify_md5=args.md5, read=not args.quick)
+    print(format_check_table(rows))
+    return 0 if rows and all(row["ok"] for row in rows) else 1
+
+
+def cmd_synthetic(args: argparse.Namespace) -> int:
+    from pcam.data.synthetic import write_synthetic
+
+    sizes = {"train": args.train, "valid": args.valid, "test": args.test}
+    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed, overwrite=args.overwrite)
+    return 0
+
+
+def cmd_import_images(args: argparse.Namespace) -> int:
+    from pcam.data.import_images import import_images
+
+    import_images(
+        args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed,
+        overwrite=args.overwrite,
+    )
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from pcam.config import TrainConfig
+    from pcam.notebooks import run_notebook
+
+    given = {key: value for key, value in vars(args).items()
+             if key not in ("command", "func", "model", "preset", "results", "log_output")}
+    config = TrainConfig.for_model(args.model, args.preset, **given)
+    if config.run is None:
+        config = config.replace(run=f"{config.model}-{_utc_stamp()}")
+    from pcam.data.check import check_data_dir
+    from pcam.data.h5read import open_split
+
+    check_data_dir(config.data_dir)  # bad data fail here, before a kernel or a run folder
+    for split in ("train", "valid"):
+        open_split(config.data_dir, split)
+    run_notebook(config, results=args.results, log_output=args.log_output)
+    return 0
+
+
+def _utc_stamp() -> str:
+    from datetime import UTC, datetime
+
+    return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from pcam.evaluation.evaluate import evaluate_run
+
+    evaluate_run(args.run, data_dir=args.data_dir, splits=args.split, tta=args.tta)
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from pcam.report.build import build_report
+
+    build_report(results=args.results, readme=args.readme, images=args.images,
+                 drop_missing=args.drop_missing)
+    return 0
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from pcam.notebooks import run_notebooks
+
+    overrides = dict(args.parameter)
+    if args.data_dir:
+        overrides["data_dir"] = args.data_dir
+    run_notebooks(args.preset, models=tuple(args.models), overrides=overrides,
+                  results=args.results, log_output=args.log_output)
+    return 0
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from pcam.study import run_study
+
+    run_study(args.arms, data_dir=args.data_dir, results=args.results,
+              weights_dir=args.weights_dir, budget_minutes=args.budget_minutes)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from pcam.demo import run_demo
+
+    run_demo(data_dir=args.data_dir, out_dir=args.out, weights=args.weights)
+    return 0

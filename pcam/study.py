@@ -1,0 +1,212 @@
+"""The recipe study: what each ingredient of the transfer recipe adds, under one budget.
+
+Every arm is the subset preset's MobileNet run with one change (`ARMS`),
+trained through notebook 01 like any run, into `results/study/<arm>/`. Each arm
+gets the same training-time budget (`BUDGET_MINUTES`): before an arm first
+trains, what one training patch costs under its settings (model width, input
+size, trainable layers, augmentations) is measured on this machine, and the
+patches an epoch sees (`max_samples`) are set so that the arm's epochs, with
+their validation passes, fit the budget. Measurements and settings are kept in
+`results/study/plan.json`, so a rerun trains every arm the same way, resumes
+an interrupted one and skips those complete. Scoring after training (valid and
+test, single pass and TTA) is outside the budget.
+
+`python -m pcam study` runs it; `pcam.report.study` turns the records into the
+README's study table.
+"""
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from pcam.config import TrainConfig
+from pcam.errors import PCamError
+from pcam.fileio import write_text
+from pcam.paths import DEMO_WEIGHTS, display_path, results_dir
+
+BUDGET_MINUTES = 10.0
+FOLDER = "study"  # under the results folder
+PLAN = "plan.json"
+
+# The arms' common settings, on top of the subset preset's MobileNet: one head
+# epoch and four fine-tune epochs, whatever an epoch's share of the budget.
+BASE: dict[str, Any] = {"epochs": 5, "head_epochs": 1, "alpha": 0.5, "published": False}
+
+# name: (what changes from the baseline, settings). The baseline is MobileNet 0.5
+# at 96 px, its top 24 layers (4 blocks) fine-tuned, every augmentation.
+ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "baseline": ("the recipe as published: alpha 0.5, 96 px, top 24 layers, all augmentations",
+                 {}),
+    "head-only": ("no fine-tuning: five epochs of the new head on the frozen base",
+                  {"head_epochs": 5}),
+    "finetune-12": ("fine-tune the top 12 layers (2 blocks)", {"finetune_layers": 12}),
+    "finetune-48": ("fine-tune the top 48 layers (8 blocks)", {"finetune_layers": 48}),
+    "finetune-all": ("fine-tune every layer (BatchNorm still frozen)", {"finetune_layers": 86}),
+    "alpha-0.25": ("width 0.25", {"alpha": 0.25}),
+    "alpha-0.75": ("width 0.75", {"alpha": 0.75}),
+    "size-128": ("input upsampled to 128 px", {"image_size": 128}),
+    "size-160": ("input upsampled to 160 px", {"image_size": 160}),
+    "aug-none": ("no augmentation", {"augment": ()}),
+    "aug-dihedral": ("flips and 90-degree rotations only", {"augment": ("dihedral",)}),
+    "aug-shift": ("dihedral + shift", {"augment": ("dihedral", "shift")}),
+    "aug-stain": ("dihedral + shift + HED stain jitter",
+                  {"augment": ("dihedral", "shift", "hed")}),
+    "baseline-seed1": ("the baseline, seed 1", {"seed": 1}),
+    "baseline-seed2": ("the baseline, seed 2", {"seed": 2}),
+}
+
+
+def arm_config(name: str, *, data_dir=None, weights_dir=None,
+               overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """The settings of arm `name` before its budget sets `max_samples`.
+
+    Args:
+        name: a key of `ARMS`.
+        data_dir: the subset's data folder (default: the subset preset's).
+        weights_dir: folder of ImageNet MobileNet files named
+            `mobilenet_v1_<alpha>_imagenet_no_top.h5`; None: the file shipped in
+            `pcam/assets/` for alpha 0.5, Keras' "imagenet" download otherwise.
+        overrides: settings applied last (tests use short runs).
+    """
+    if name not in ARMS:
+        raise PCamError(f"unknown study arm {name!r}; arms: {', '.join(ARMS)}")
+    settings = {**BASE, **ARMS[name][1], **(overrides or {}), "run": name}
+    if data_dir is not None:
+        settings["data_dir"] = str(data_dir)
+    if "weights" not in (overrides or {}):
+        settings["weights"] = _weights(settings["alpha"], weights_dir)
+    return TrainConfig.for_model("mobilenet", "subset", **settings)
+
+
+def _weights(alpha: float, weights_dir) -> str:
+    if weights_dir is not None:
+        path = Path(weights_dir) / f"mobilenet_v1_{alpha:g}_imagenet_no_top.h5"
+        if not path.is_file():
+            raise PCamError(f"no weights file {path} for alpha {alpha:g}; --weights-dir must "
+                            "hold mobilenet_v1_<alpha>_imagenet_no_top.h5 for every width")
+        return str(path)
+    return str(DEMO_WEIGHTS) if alpha == 0.5 else "imagenet"
+
+
+def measure_costs(config: TrainConfig, batches: int = 8) -> dict[str, float]:
+    """Seconds per patch, measured here: training in each phase, and scoring.
+
+    A few batches of real training patches go through the arm's model and
+    input pipeline (augmentations included); the first batches, which trace
+    and warm up, are left out and the median batch time is taken.
+    """
+    from pcam.data.h5read import open_split
+    from pcam.data.pipeline import make_dataset
+    from pcam.models import build_model, set_phase
+
+    split = open_split(config.data_dir, "train")
+    n = config.batch_size * (batches + 3)
+    data = make_dataset(split, batch_size=config.batch_size, shuffle=True, seed=config.seed,
+                        max_samples=n, augment=config.augment, cache=False)
+    model = build_model("mobilenet", alpha=config.alpha, weights=config.weights,
+                        head_units=config.head_units, dropout=config.dropout,
+                        image_size=config.image_size)
+    costs = {}
+    phases = {"head": config.head_epochs, "finetune": config.epochs - config.head_epochs}
+    for phase in [p for p, epochs in phases.items() if epochs]:
+        set_phase(model, phase, finetune_layers=config.finetune_layers)
+        model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")
+        timer = _BatchTimes()
+        model.fit(data, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
+        costs[phase] = statistics.median(timer.seconds[3:]) / config.batch_size
+    images = next(iter(data))[0]
+    model.predict_on_batch(images)  # trace
+    start = time.perf_counter()
+    for _ in range(3):
+        model.predict_on_batch(images)
+    costs["score"] = (time.perf_counter() - start) / (3 * len(images))
+    return costs
+
+
+def plan_samples(config: TrainConfig, costs: dict[str, float], budget_minutes: float,
+                 train_n: int, valid_n: int) -> int:
+    """Training patches an epoch sees so that the epochs and their validation fit the budget.
+
+    Raises:
+        PCamError: the budget does not buy ten batches an epoch.
+    """
+    finetune = config.epochs - config.head_epochs
+    per_sample = costs.get("head", 0) * config.head_epochs + costs.get("finetune", 0) * finetune
+    left = budget_minutes * 60 - config.epochs * valid_n * costs["score"]
+    samples = min(int(left / per_sample) if left > 0 else 0, train_n)
+    samples -= samples % config.batch_size
+    if samples < 10 * config.batch_size:
+        raise PCamError(f"a {budget_minutes:g}-minute budget buys {samples} patches an epoch "
+                        f"for run {config.run} on this machine; raise --budget-minutes")
+    return samples
+
+
+def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, weights_dir=None,
+              budget_minutes: float = BUDGET_MINUTES,
+              overrides: dict[str, Any] | None = None) -> list[Path]:
+    """Plan (once) and train every arm in `arms` (default all) into `results/study/`.
+
+    Returns:
+        The arms' run folders.
+
+    Raises:
+        PCamError: an unknown arm, a missing weights file, bad data, or a plan
+            made for another budget (delete `plan.json` or keep its budget).
+    """
+    from pcam.data.h5read import open_split
+    from pcam.environment import hardware_info
+    from pcam.notebooks import run_notebook
+    from pcam.records import RECORD, load_record_file
+
+    folder = results_dir(results) / FOLDER
+    plan_path = folder / PLAN
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {
+        "budget_minutes": budget_minutes, "hardware": hardware_info(), "arms": {}}
+    if plan["budget_minutes"] != budget_minutes:
+        raise PCamError(f"{display_path(plan_path)} was planned for {plan['budget_minutes']:g} "
+                        f"minutes an arm, not {budget_minutes:g}; keep that budget, or move the "
+                        "study folder away to plan afresh")
+    names = list(arms or ARMS)
+    configs = {n: arm_config(n, data_dir=data_dir, weights_dir=weights_dir,
+                             overrides=overrides) for n in names}  # every arm checked first
+    done = []
+    for name, config in configs.items():
+        if name not in plan["arms"]:
+            n = {s: open_split(config.data_dir, s).length for s in ("train", "valid")}
+            cost_key = {k: v for k, v in config.to_dict().items() if k not in ("run", "seed")}
+            twin = next((a for a in plan["arms"].values() if a["cost_key"] == cost_key), None)
+            costs = twin["costs"] if twin else measure_costs(config)
+            samples = plan_samples(config, costs, budget_minutes, n["train"],
+                                   min(n["valid"], config.max_eval_samples or n["valid"]))
+            plan["arms"][name] = {"what": ARMS[name][0], "cost_key": cost_key,
+                                  "costs": costs, "max_samples": samples}
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(plan_path, json.dumps(plan, indent=1, default=list) + "\n")
+            print(f"study: {name}: {samples} training patches an epoch fit "
+                  f"{budget_minutes:g} minutes here", flush=True)
+        config = config.replace(max_samples=plan["arms"][name]["max_samples"])
+        record = folder / name / RECORD
+        if record.is_file() and load_record_file(record)["status"] == "complete":
+            print(f"study: {name} is complete; skipped", flush=True)
+        else:
+            run_notebook(config, results=folder)
+        done.append(folder / name)
+    return done
+
+
+class _BatchTimes(keras.callbacks.Callback):
+    """Wall seconds of each training batch (the wait for its data included)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seconds: list[float] = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.seconds.append(time.perf_counter() - self._start)

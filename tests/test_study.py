@@ -1,0 +1,77 @@
+"""The recipe study: arms, budget planning, and a short study on synthetic data."""
+
+import json
+
+import pytest
+
+from pcam import study
+from pcam.errors import PCamError
+from pcam.records import read_record
+
+
+@pytest.fixture
+def weights_dir(tmp_path):
+    for alpha in ("0.25", "0.5", "0.75"):
+        (tmp_path / f"mobilenet_v1_{alpha}_imagenet_no_top.h5").write_bytes(b"")
+    return tmp_path
+
+
+def test_every_arm_is_a_valid_run_differing_from_the_baseline(weights_dir):
+    base = study.arm_config("baseline", weights_dir=weights_dir).to_dict()
+    assert base["alpha"] == 0.5 and base["image_size"] == 96 and not base["published"]
+    for name, (what, settings) in study.ARMS.items():
+        config = study.arm_config(name, weights_dir=weights_dir).to_dict()
+        assert config["run"] == name and what
+        changed = {k for k in config if config[k] != base[k]} - {"run", "weights"}
+        assert changed == set(settings), name
+        assert config["weights"].endswith(f"mobilenet_v1_{config['alpha']:g}_imagenet_no_top.h5")
+
+
+def test_arm_errors_name_the_problem(tmp_path):
+    with pytest.raises(PCamError, match="unknown study arm 'size-999'; arms: baseline"):
+        study.arm_config("size-999")
+    with pytest.raises(PCamError, match="no weights file .*mobilenet_v1_0.25_imagenet_no_top.h5"):
+        study.arm_config("alpha-0.25", weights_dir=tmp_path)
+    assert study.arm_config("alpha-0.75").weights == "imagenet"  # Keras' download by default
+
+
+def test_plan_fits_the_epochs_and_their_validation_into_the_budget(weights_dir):
+    config = study.arm_config("baseline", weights_dir=weights_dir)  # 1 head + 4 fine-tune
+    costs = {"head": 0.002, "finetune": 0.01, "score": 0.001}
+    samples = study.plan_samples(config, costs, 10, train_n=18000, valid_n=2000)
+    assert samples % config.batch_size == 0
+    spent = samples * (0.002 + 4 * 0.01) + 5 * 2000 * 0.001
+    assert 600 - config.batch_size * 0.042 < spent <= 600
+    assert study.plan_samples(config, costs, 1000, train_n=18000, valid_n=2000) == 17984
+    with pytest.raises(PCamError, match="a 0.1-minute budget buys 0 patches"):
+        study.plan_samples(config, costs, 0.1, train_n=18000, valid_n=2000)
+
+
+@pytest.mark.slow
+def test_short_study_plans_once_trains_and_skips_what_is_complete(
+        tmp_path, synthetic_data_dir, capsys):
+    short = {"epochs": 2, "head_epochs": 1, "alpha": 0.25, "weights": "none", "batch_size": 16,
+             "max_eval_samples": 64, "tta": False}
+    arms = ["baseline", "baseline-seed1"]
+    folders = study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path,
+                              budget_minutes=0.4, overrides=short)
+    assert folders == [tmp_path / "study" / a for a in arms]
+    plan = json.loads((tmp_path / "study" / "plan.json").read_text())
+    assert plan["budget_minutes"] == 0.4 and list(plan["arms"]) == arms
+    first, second = (plan["arms"][a] for a in arms)
+    assert set(first["costs"]) == {"head", "finetune", "score"}
+    assert all(0 < c < 1 for c in first["costs"].values())
+    assert second["costs"] == first["costs"]  # same settings but the seed: measured once
+    for name in arms:
+        record = read_record(tmp_path / "study" / name)
+        assert record["status"] == "complete"
+        assert record["config"]["max_samples"] == first["max_samples"]
+        assert first["max_samples"] % 16 == 0
+        assert record["config"]["seed"] == (1 if name.endswith("seed1") else 0)
+    capsys.readouterr()
+    study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path, budget_minutes=0.4,
+                    overrides=short)
+    out = capsys.readouterr().out
+    assert "study: baseline is complete; skipped" in out and "running" not in out
+    with pytest.raises(PCamError, match="planned for 0.4 minutes an arm, not 10"):
+        study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path, overrides=short)
