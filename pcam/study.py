@@ -4,9 +4,10 @@ Every arm is the subset preset's MobileNet run with one change (`ARMS`),
 trained through notebook 01 like any run, into `results/study/<arm>/`. Each arm
 gets the same training-time budget (`BUDGET_MINUTES`): before an arm first
 trains, what one training patch costs under its settings (model width, input
-size, trainable layers, augmentations) is measured on this machine, and the
-patches an epoch sees (`max_samples`) are set so that the arm's epochs, with
-their validation passes, fit the budget. Measurements and settings are kept in
+size, trainable layers, augmentations) is measured on this machine, and its
+epochs (each over every training patch) are as many as fit the budget with
+their validation passes; an arm too slow for five such epochs sees fewer
+patches an epoch instead (`plan_budget`). Measurements and settings are kept in
 `results/study/plan.json`, so a rerun trains every arm the same way, resumes
 an interrupted one and skips those complete. Scoring after training (valid and
 test, single pass and TTA) is outside the budget.
@@ -29,11 +30,12 @@ from pcam.fileio import write_text
 from pcam.paths import DEMO_WEIGHTS, display_path, results_dir
 
 BUDGET_MINUTES = 10.0
+MAX_EPOCHS = 30  # a cheap arm gets more epochs, up to this
 FOLDER = "study"  # under the results folder
 PLAN = "plan.json"
 
 # The arms' common settings, on top of the subset preset's MobileNet: one head
-# epoch and four fine-tune epochs, whatever an epoch's share of the budget.
+# epoch, then fine-tune epochs; at least these five, more where the budget allows.
 BASE: dict[str, Any] = {"epochs": 5, "head_epochs": 1, "alpha": 0.5, "published": False}
 
 # name: (what changes from the baseline, settings). The baseline is MobileNet 0.5
@@ -127,26 +129,44 @@ def measure_costs(config: TrainConfig, batches: int = 8) -> dict[str, float]:
     return costs
 
 
-def plan_samples(config: TrainConfig, costs: dict[str, float], budget_minutes: float,
-                 train_n: int, valid_n: int) -> int:
-    """Training patches an epoch sees so that the epochs and their validation fit the budget.
+def plan_budget(config: TrainConfig, costs: dict[str, float], budget_minutes: float,
+                train_n: int, valid_n: int, max_epochs: int = MAX_EPOCHS) -> dict[str, int]:
+    """Epochs and patches an epoch so that training and its validation fill the budget.
+
+    Every training patch is used each epoch, and epochs are added (up to
+    `max_epochs`) while they fit; an arm whose `config.epochs` do not fit on
+    every patch sees fewer patches an epoch instead. A head-only arm's added
+    epochs are head epochs, any other's fine-tune epochs.
+
+    Returns:
+        {"epochs", "head_epochs", "max_samples"}: settings for the arm.
 
     Raises:
         PCamError: the budget does not buy ten batches an epoch.
     """
-    finetune = config.epochs - config.head_epochs
-    per_sample = costs.get("head", 0) * config.head_epochs + costs.get("finetune", 0) * finetune
-    left = budget_minutes * 60 - config.epochs * valid_n * costs["score"]
-    samples = min(int(left / per_sample) if left > 0 else 0, train_n)
+    head_only = config.head_epochs == config.epochs
+    extra = costs["head"] if head_only else costs["finetune"]  # an added epoch's phase
+    spent = {"head": config.head_epochs, "finetune": config.epochs - config.head_epochs}
+    per_sample = sum(costs.get(phase, 0) * n for phase, n in spent.items())
+    budget, validation = budget_minutes * 60, valid_n * costs["score"]
+    epochs = config.epochs
+    if budget >= train_n * per_sample + epochs * validation:
+        left = budget - train_n * per_sample - epochs * validation
+        epochs = min(max_epochs, epochs + int(left // (train_n * extra + validation)))
+        samples = train_n
+    else:
+        left = budget - epochs * validation
+        samples = min(int(left / per_sample) if left > 0 else 0, train_n)
     samples -= samples % config.batch_size
     if samples < 10 * config.batch_size:
         raise PCamError(f"a {budget_minutes:g}-minute budget buys {samples} patches an epoch "
                         f"for run {config.run} on this machine; raise --budget-minutes")
-    return samples
+    return {"epochs": epochs, "head_epochs": epochs if head_only else config.head_epochs,
+            "max_samples": samples}
 
 
 def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, weights_dir=None,
-              budget_minutes: float = BUDGET_MINUTES,
+              budget_minutes: float = BUDGET_MINUTES, max_epochs: int = MAX_EPOCHS,
               overrides: dict[str, Any] | None = None) -> list[Path]:
     """Plan (once) and train every arm in `arms` (default all) into `results/study/`.
 
@@ -180,15 +200,16 @@ def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, wei
             cost_key = {k: v for k, v in config.to_dict().items() if k not in ("run", "seed")}
             twin = next((a for a in plan["arms"].values() if a["cost_key"] == cost_key), None)
             costs = twin["costs"] if twin else measure_costs(config)
-            samples = plan_samples(config, costs, budget_minutes, n["train"],
-                                   min(n["valid"], config.max_eval_samples or n["valid"]))
+            settings = plan_budget(config, costs, budget_minutes, n["train"],
+                                   min(n["valid"], config.max_eval_samples or n["valid"]),
+                                   max_epochs)
             plan["arms"][name] = {"what": ARMS[name][0], "cost_key": cost_key,
-                                  "costs": costs, "max_samples": samples}
+                                  "costs": costs, "settings": settings}
             folder.mkdir(parents=True, exist_ok=True)
             write_text(plan_path, json.dumps(plan, indent=1, default=list) + "\n")
-            print(f"study: {name}: {samples} training patches an epoch fit "
-                  f"{budget_minutes:g} minutes here", flush=True)
-        config = config.replace(max_samples=plan["arms"][name]["max_samples"])
+            print(f"study: {name}: {settings['epochs']} epochs of {settings['max_samples']} "
+                  f"training patches fit {budget_minutes:g} minutes here", flush=True)
+        config = config.replace(**plan["arms"][name]["settings"])
         record = folder / name / RECORD
         if record.is_file() and load_record_file(record)["status"] == "complete":
             print(f"study: {name} is complete; skipped", flush=True)

@@ -35,16 +35,28 @@ def test_arm_errors_name_the_problem(tmp_path):
     assert study.arm_config("alpha-0.75").weights == "imagenet"  # Keras' download by default
 
 
-def test_plan_fits_the_epochs_and_their_validation_into_the_budget(weights_dir):
+def test_plan_fills_the_budget_with_epochs_over_every_patch(weights_dir):
     config = study.arm_config("baseline", weights_dir=weights_dir)  # 1 head + 4 fine-tune
-    costs = {"head": 0.002, "finetune": 0.01, "score": 0.001}
-    samples = study.plan_samples(config, costs, 10, train_n=18000, valid_n=2000)
+    costs = {"head": 0.001, "finetune": 0.002, "score": 0.001}
+    plan = study.plan_budget(config, costs, 10, train_n=18000, valid_n=2000)
+    # 18 s head, then 36 s a fine-tune epoch, each + 2 s validation: 20 + 15 * 38 = 590 s
+    assert plan == {"epochs": 16, "head_epochs": 1, "max_samples": 17984}
+    head_only = study.arm_config("head-only", weights_dir=weights_dir)
+    assert study.plan_budget(head_only, costs, 10, train_n=18000, valid_n=2000) == {
+        "epochs": 30, "head_epochs": 30, "max_samples": 17984}  # 20 s an epoch; capped at 30
+
+
+def test_plan_shortens_epochs_of_an_arm_too_slow_for_five(weights_dir):
+    config = study.arm_config("size-160", weights_dir=weights_dir)
+    costs = {"head": 0.004, "finetune": 0.01, "score": 0.003}
+    plan = study.plan_budget(config, costs, 10, train_n=18000, valid_n=2000)
+    assert plan["epochs"] == 5 and plan["head_epochs"] == 1
+    samples = plan["max_samples"]
     assert samples % config.batch_size == 0
-    spent = samples * (0.002 + 4 * 0.01) + 5 * 2000 * 0.001
-    assert 600 - config.batch_size * 0.042 < spent <= 600
-    assert study.plan_samples(config, costs, 1000, train_n=18000, valid_n=2000) == 17984
-    with pytest.raises(PCamError, match="a 0.1-minute budget buys 0 patches"):
-        study.plan_samples(config, costs, 0.1, train_n=18000, valid_n=2000)
+    spent = samples * (0.004 + 4 * 0.01) + 5 * 2000 * 0.003
+    assert 600 - config.batch_size * 0.044 < spent <= 600
+    with pytest.raises(PCamError, match="a 0.5-minute budget buys 0 patches"):
+        study.plan_budget(config, costs, 0.5, train_n=18000, valid_n=2000)
 
 
 @pytest.mark.slow
@@ -54,7 +66,7 @@ def test_short_study_plans_once_trains_and_skips_what_is_complete(
              "max_eval_samples": 64, "tta": False}
     arms = ["baseline", "baseline-seed1"]
     folders = study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path,
-                              budget_minutes=0.4, overrides=short)
+                              budget_minutes=0.4, max_epochs=3, overrides=short)
     assert folders == [tmp_path / "study" / a for a in arms]
     plan = json.loads((tmp_path / "study" / "plan.json").read_text())
     assert plan["budget_minutes"] == 0.4 and list(plan["arms"]) == arms
@@ -65,12 +77,13 @@ def test_short_study_plans_once_trains_and_skips_what_is_complete(
     for name in arms:
         record = read_record(tmp_path / "study" / name)
         assert record["status"] == "complete"
-        assert record["config"]["max_samples"] == first["max_samples"]
-        assert first["max_samples"] % 16 == 0
+        for key, value in first["settings"].items():
+            assert record["config"][key] == value
+        assert first["settings"]["max_samples"] % 16 == 0
         assert record["config"]["seed"] == (1 if name.endswith("seed1") else 0)
     capsys.readouterr()
     study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path, budget_minutes=0.4,
-                    overrides=short)
+                    max_epochs=3, overrides=short)
     out = capsys.readouterr().out
     assert "study: baseline is complete; skipped" in out and "running" not in out
     with pytest.raises(PCamError, match="planned for 0.4 minutes an arm, not 10"):
