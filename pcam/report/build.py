@@ -17,6 +17,7 @@ from pcam.fileio import write_text
 from pcam.paths import IMAGES_DIR, README, display_path, results_dir
 from pcam.report.inputs import common_split, load_records, published_records
 from pcam.report.protocol import protocol_text
+from pcam.report.study import update_study_block
 from pcam.report.table import END, START, replace_block, results_table
 
 _NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHED = True`; or "
@@ -203,6 +204,9 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         for note in notes:
             print(f"note: {note}")
     new = replace_block(text, block, name=display_path(readme))
+    new = update_study_block(new, folder / "study", images,
+                             Path(os.path.relpath(images, readme.parent)).as_posix(),
+                             name=display_path(readme))
     if new != text:
         write_text(readme, new)
     print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")

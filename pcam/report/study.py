@@ -1,0 +1,125 @@
+"""The recipe study's README block: one row per arm, from the arms' records.
+
+Pure text from `results/study/<arm>/record.json` and `results/study/plan.json`
+(written by `pcam.study`), so it is deterministic like the results table. Each
+row: what the arm changes, the epochs it ran within the budget, the training
+minutes it took, and valid and test scores with 95% bootstrap intervals.
+"""
+
+import json
+from pathlib import Path
+
+from pcam.errors import PCamError
+from pcam.records import load_record_file
+from pcam.report.table import DASH, best_epoch
+
+START, END = "<!-- study:start -->", "<!-- study:end -->"
+PLAN = "plan.json"
+
+
+def study_rows(folder: str | Path) -> list[dict]:
+    """The complete arms in `folder` (results/study), in the plan's order.
+
+    Each row: `arm`, `what`, `record`. An arm still training, or one whose
+    record is missing, is left out (and counted by `pending_arms`).
+    """
+    folder = Path(folder)
+    plan = _plan(folder)
+    rows = []
+    for arm, entry in plan["arms"].items():
+        path = folder / arm / "record.json"
+        record = load_record_file(path) if path.is_file() else None
+        if record is not None and record["status"] == "complete":
+            rows.append({"arm": arm, "what": entry["what"], "record": record})
+    return rows
+
+
+def pending_arms(folder: str | Path) -> list[str]:
+    """Arms of the plan in `folder` that are not complete yet."""
+    done = {row["arm"] for row in study_rows(folder)}
+    return [arm for arm in _plan(Path(folder))["arms"] if arm not in done]
+
+
+def _plan(folder: Path) -> dict:
+    path = folder / PLAN
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PCamError(f"cannot read the study plan {path} ({error}); rerun "
+                        "`python -m pcam study` to write it") from None
+
+
+def _cell(numbers: dict | None, key: str) -> str:
+    if not numbers:
+        return DASH
+    value = numbers["at_chosen"][key] if key == "accuracy" else numbers[key]
+    ci = numbers.get("ci", {}).get("at_chosen.accuracy" if key == "accuracy" else key)
+    text = f"{100 * value:.1f}"
+    return text + (f" ± {100 * (ci[1] - ci[0]) / 2:.1f}" if ci else "")
+
+
+def study_table(rows: list[dict], pending: list[str] = ()) -> str:
+    """Markdown: the study table and the notes under it."""
+    if not rows:
+        return "No arm of the recipe study is complete yet (`python -m pcam study`)."
+    header = ("| arm | change | epochs | train min | valid AUC (%) | test AUC (%) | "
+              "test AUC TTA (%) | test acc (%) | test acc TTA (%) |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        record = row["record"]
+        metrics = record["metrics"]
+        valid, test = metrics.get("valid", {}), metrics.get("test", {})
+        history = record["history"]
+        best = best_epoch(record)
+        still = "*" if best and history and best["epoch"] == history[-1]["epoch"] else ""
+        minutes = record["timings"]["train_seconds"] / 60
+        lines.append(
+            f"| `{row['arm']}` | {row['what']} | {len(history)}{still} | {minutes:.0f} | "
+            f"{_cell(valid.get('single'), 'roc_auc')} | {_cell(test.get('single'), 'roc_auc')} | "
+            f"{_cell(test.get('tta'), 'roc_auc')} | {_cell(test.get('single'), 'accuracy')} | "
+            f"{_cell(test.get('tta'), 'accuracy')} |")
+    notes = [
+        "",
+        "Every arm is the MobileNet recipe with one change, trained through notebook 01 on "
+        "the PCam subset with the same training-time budget: what a training patch costs "
+        "under the arm's settings was measured on this machine first, and the arm got as "
+        "many epochs over all 18,000 training patches as fit the budget (`pcam.study`, "
+        "`results/study/plan.json`). *epochs*: epochs run (early stopping on valid AUC may "
+        "end an arm before its budget); `*`: the best valid AUC came in the last epoch, so "
+        "the arm was still improving. *train min*: measured (the machine was shared, so "
+        "expect up to 2x between runs). Accuracy is at the threshold chosen on valid; "
+        "± is the half-width of a bootstrap 95% interval over patches. Choices are made on "
+        "valid only; test is reported, never used to choose.",
+    ]
+    if pending:
+        notes.append("")
+        notes.append(f"Not complete yet: {', '.join(f'`{a}`' for a in pending)}.")
+    return "\n".join(lines + notes)
+
+
+def replace_study_block(text: str, block: str, name: str = "README.md") -> str:
+    """`text` with the block between the study markers replaced by `block`."""
+    if START not in text or END not in text or text.index(START) > text.index(END):
+        raise PCamError(f"{name} has no {START} ... {END} block for the recipe study; add "
+                        "the two markers where the study table should go")
+    head, rest = text.split(START, 1)
+    return f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
+
+
+def update_study_block(text: str, folder: Path, images: Path, prefix: str,
+                       name: str = "README.md") -> str:
+    """`text` with its study block rebuilt from `folder` (results/study), when both exist.
+
+    Writes `images/study.png`. A README without the study markers, or a
+    results folder without a study, is returned unchanged.
+    """
+    from pcam.plots.study import plot_study
+
+    if START not in text or not (folder / PLAN).is_file():
+        return text
+    rows = study_rows(folder)
+    block = study_table(rows, pending_arms(folder))
+    if rows:
+        plot_study(rows, images / "study.png")
+        block += f"\n\n![Recipe study: valid and test ROC AUC per arm]({prefix}/study.png)"
+    return replace_study_block(text, block, name)

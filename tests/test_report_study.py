@@ -1,0 +1,72 @@
+"""The recipe study's README block and figure, from fake but schema-complete arm records."""
+
+import json
+
+import pytest
+from fake_runs import make_run
+
+from pcam import records
+from pcam.errors import PCamError
+from pcam.report.build import build_report
+from pcam.report.study import END, START, pending_arms, study_rows, study_table
+
+ARMS = {"baseline": "the recipe as published", "aug-none": "no augmentation",
+        "size-160": "input upsampled to 160 px"}
+
+
+@pytest.fixture
+def study_folder(tmp_path):
+    folder = tmp_path / "results" / "study"
+    folder.mkdir(parents=True)
+    plan = {"budget_minutes": 10.0, "hardware": {}, "arms": {
+        arm: {"what": what, "cost_key": {}, "costs": {}, "settings": {}}
+        for arm, what in ARMS.items()}}
+    (folder / "plan.json").write_text(json.dumps(plan))
+    for seed, arm in enumerate(("baseline", "aug-none")):
+        make_run(folder, arm, published=False, seed=seed)
+    running = make_run(folder, "size-160", published=False, seed=5)
+    record = records.read_record(running)
+    record["status"] = "running"
+    records.write_record(running, record)
+    return folder
+
+
+def test_table_has_a_row_per_complete_arm_in_plan_order(study_folder):
+    rows = study_rows(study_folder)
+    assert [r["arm"] for r in rows] == ["baseline", "aug-none"]
+    assert pending_arms(study_folder) == ["size-160"]
+    table = study_table(rows, pending_arms(study_folder))
+    lines = table.splitlines()
+    assert lines[0].startswith("| arm | change | epochs | train min | valid AUC (%) |")
+    baseline = rows[0]["record"]
+    auc = baseline["metrics"]["test"]["single"]["roc_auc"]
+    low, high = baseline["metrics"]["test"]["single"]["ci"]["roc_auc"]
+    row = lines[2].split(" | ")
+    assert row[0] == "| `baseline`" and row[1] == "the recipe as published"
+    assert row[3] == "45"  # 2700 s of training
+    assert row[5] == f"{100 * auc:.1f} ± {100 * (high - low) / 2:.1f}"
+    assert "Not complete yet: `size-160`." in table
+
+
+def test_report_rebuilds_the_study_block_and_figure(study_folder, tmp_path):
+    results = study_folder.parent
+    make_run(results, "mobilenet-x")
+    readme = tmp_path / "README.md"
+    readme.write_text("# R\n<!-- results:start -->\n<!-- results:end -->\n"
+                      f"## Study\n{START}\nstale text\n{END}\ntail\n")
+    images = tmp_path / "images"
+    build_report(results=results, readme=readme, images=images, gradcam=False)
+    text = readme.read_text()
+    block = text.split(START)[1].split(END)[0]
+    assert "| `baseline` |" in block and "| `aug-none` |" in block and "stale text" not in block
+    assert "![Recipe study: valid and test ROC AUC per arm](images/study.png)" in block
+    assert (images / "study.png").stat().st_size > 10_000
+    assert text.endswith(f"{END}\ntail\n")
+    build_report(results=results, readme=readme, images=images, gradcam=False)
+    assert readme.read_text() == text  # deterministic
+
+
+def test_unreadable_plan_names_the_file(study_folder):
+    (study_folder / "plan.json").write_text("{")
+    with pytest.raises(PCamError, match=r"cannot read the study plan .*plan.json"):
+        study_rows(study_folder)
