@@ -55,7 +55,16 @@ def test_comparison_figures(tmp_path):
     a, pa = _load(make_run(tmp_path, "a", "mobilenet", seed=1))
     b, pb = _load(make_run(tmp_path, "b", "resnet50", seed=2))
     out = tmp_path / "images"
-    plots.plot_compared_curves([a, b], out / "compare_curves.png")
+    fig = plots.plot_compared_curves([a, b], out / "compare_curves.png")
+    auc_panel = fig.axes[3]  # valid ROC AUC against training minutes, not epochs
+    assert auc_panel.get_xlabel() == "training minutes"
+    minutes = auc_panel.lines[0].get_xdata()
+    assert list(minutes) == pytest.approx(
+        [sum(h["seconds"] for h in a["history"][: i + 1]) / 60 for i in range(len(minutes))])
+    del b["history"][0]["seconds"]  # an older record without timings: epochs for every run
+    fig = plots.plot_compared_curves([a, b])
+    assert fig.axes[3].get_xlabel() == "epoch"
+    assert list(fig.axes[3].lines[0].get_xdata()) == [h["epoch"] for h in a["history"]]
     fig = plots.plot_roc_pr([pa, pb], out / "compare_roc_pr.png")
     legend = fig.axes[0].get_legend_handles_labels()[1]
     auc = a["metrics"]["test"]["single"]["roc_auc"]

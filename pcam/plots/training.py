@@ -92,8 +92,20 @@ def plot_training_curves(record: dict, path: str | Path | None = None):
     return save_figure(fig, path)
 
 
+def _minutes(history: list[dict]) -> list[float] | None:
+    """Training minutes at the end of each epoch, or None when an epoch has no timing."""
+    seconds = [h.get("seconds") for h in history]
+    if any(s is None for s in seconds):
+        return None
+    return [sum(seconds[: i + 1]) / 60 for i in range(len(seconds))]
+
+
 def plot_compared_curves(records: list[dict], path: str | Path | None = None):
-    """Validation curves of several runs on shared axes (one colour per model).
+    """Validation curves of several runs against training minutes (one colour per model).
+
+    Runs of different models cost different time an epoch, so the x axis is
+    the training time at the end of each epoch (validation included), not
+    the epoch; when a record lacks epoch timings, every run is drawn per epoch.
 
     Args:
         records: run records, each with a non-empty `history`.
@@ -104,17 +116,22 @@ def plot_compared_curves(records: list[dict], path: str | Path | None = None):
     """
     if not records:
         raise ValueError("records=[]: give at least one run record")
+    timed = all(_minutes(_history(r)) is not None for r in records)
     fig, axes = new_figure(2, 2, height=2.8)
     for ax, (key, ylabel) in zip(axes.flat, _COMPARE_PANELS, strict=True):
         for record in records:
-            x, y = _series(_history(record), key)
+            history = _history(record)
+            at = dict(zip((h["epoch"] for h in history), _minutes(history) or [], strict=False))
+            epochs, y = _series(history, key)
+            x = [at[e] for e in epochs] if timed else epochs
             ax.plot(x, y, "-o", ms=3, color=model_colour(record.get("model", "")),
                     label=f"{record.get('model')} ({record.get('run')})")
         ax.set_title(ylabel, fontsize=10)
-        ax.set_xlabel("epoch")
+        ax.set_xlabel("training minutes" if timed else "epoch")
         ax.set_ylabel(ylabel, fontsize=8)
         ax.legend(fontsize=7, loc="best")
-    fig.suptitle("Validation curves compared (per epoch, threshold 0.5)")
+    fig.suptitle("Validation curves compared (against training time, threshold 0.5)" if timed
+                 else "Validation curves compared (per epoch, threshold 0.5)")
     fig.tight_layout()
     return save_figure(fig, path)
 
