@@ -109,12 +109,11 @@ def measure_costs(config: TrainConfig, batches: int = 8) -> dict[str, float]:
     n = config.batch_size * (batches + 3)
     data = make_dataset(split, batch_size=config.batch_size, shuffle=True, seed=config.seed,
                         max_samples=n, augment=config.augment, cache=False)
-    model = build_model("mobilenet", alpha=config.alpha, weights=config.weights,
+    model = build_model(config.model, alpha=config.alpha, weights=config.weights,
                         head_units=config.head_units, dropout=config.dropout,
                         image_size=config.image_size)
     costs = {}
-    phases = {"head": config.head_epochs, "finetune": config.epochs - config.head_epochs}
-    for phase in [p for p, epochs in phases.items() if epochs]:
+    for phase in _phase_epochs(config):
         set_phase(model, phase, finetune_layers=config.finetune_layers)
         model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")
         timer = _BatchTimes()
@@ -135,8 +134,9 @@ def plan_budget(config: TrainConfig, costs: dict[str, float], budget_minutes: fl
 
     Every training patch is used each epoch, and epochs are added (up to
     `max_epochs`) while they fit; an arm whose `config.epochs` do not fit on
-    every patch sees fewer patches an epoch instead. A head-only arm's added
-    epochs are head epochs, any other's fine-tune epochs.
+    every patch sees fewer patches an epoch instead. Added epochs belong to the
+    last phase: head epochs for a head-only arm, fine-tune epochs for another
+    transfer arm, from-scratch epochs for a from-scratch one.
 
     Returns:
         {"epochs", "head_epochs", "max_samples"}: settings for the arm.
@@ -144,10 +144,10 @@ def plan_budget(config: TrainConfig, costs: dict[str, float], budget_minutes: fl
     Raises:
         PCamError: the budget does not buy ten batches an epoch.
     """
-    head_only = config.head_epochs == config.epochs
-    extra = costs["head"] if head_only else costs["finetune"]  # an added epoch's phase
-    spent = {"head": config.head_epochs, "finetune": config.epochs - config.head_epochs}
-    per_sample = sum(costs.get(phase, 0) * n for phase, n in spent.items())
+    spent = _phase_epochs(config)
+    last = list(spent)[-1]  # an added epoch's phase
+    extra = costs[last]
+    per_sample = sum(costs[phase] * n for phase, n in spent.items())
     budget, validation = budget_minutes * 60, valid_n * costs["score"]
     epochs = config.epochs
     if budget >= train_n * per_sample + epochs * validation:
@@ -161,8 +161,17 @@ def plan_budget(config: TrainConfig, costs: dict[str, float], budget_minutes: fl
     if samples < 10 * config.batch_size:
         raise PCamError(f"a {budget_minutes:g}-minute budget buys {samples} patches an epoch "
                         f"for run {config.run} on this machine; raise --budget-minutes")
-    return {"epochs": epochs, "head_epochs": epochs if head_only else config.head_epochs,
+    return {"epochs": epochs, "head_epochs": epochs if last == "head" else config.head_epochs,
             "max_samples": samples}
+
+
+def _phase_epochs(config: TrainConfig) -> dict[str, int]:
+    """{phase: epochs} of the phases that train (head, finetune; or scratch), in order."""
+    from pcam.models import get_backbone
+    from pcam.train.session import plan_phases
+
+    phases = plan_phases(config, get_backbone(config.model).recipe)
+    return {phase: end - first for phase, (first, end) in phases.items() if end > first}
 
 
 def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, weights_dir=None,

@@ -59,6 +59,15 @@ def test_plan_shortens_epochs_of_an_arm_too_slow_for_five(weights_dir):
         study.plan_budget(config, costs, 0.5, train_n=18000, valid_n=2000)
 
 
+def test_plan_of_a_from_scratch_run_adds_scratch_epochs():
+    from pcam.config import TrainConfig
+
+    config = TrainConfig.for_model("resnet50", epochs=2, run="r")
+    costs = {"scratch": 0.001, "score": 0.001}  # 18 s an epoch + 2 s validation
+    assert study.plan_budget(config, costs, 1, train_n=18000, valid_n=2000) == {
+        "epochs": 3, "head_epochs": 0, "max_samples": 17984}
+
+
 @pytest.mark.slow
 def test_short_study_plans_once_trains_and_skips_what_is_complete(
         tmp_path, synthetic_data_dir, capsys):
