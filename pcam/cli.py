@@ -148,6 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images", help="figures folder (default: images/)")
     p.add_argument("--drop-missing", action="store_true", dest="drop_missing",
                    help="rebuild the table without a model that has no published run any more")
+    p.add_argument("--allow-dirty", action="store_true", dest="allow_dirty",
+                   help="publish runs trained from a dirty tree (uncommitted changes), "
+                   "named under the table; without it they are refused")
     p.set_defaults(func=commands.cmd_report)
 
     p = subparsers.add_parser("notebooks", help="run both notebooks headless (papermill)")

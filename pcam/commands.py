@@ -77,7 +77,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from pcam.report.build import build_report
 
     build_report(results=args.results, readme=args.readme, images=args.images,
-                 drop_missing=args.drop_missing)
+                 drop_missing=args.drop_missing, allow_dirty=args.allow_dirty)
     return 0
 
 

@@ -412,11 +412,11 @@ CASES = [
      r"^report: dropping resnet50 from the table \(no published run\)$", ("README.md", "images")),
     ("report ignores external scores", None, _fn(_external_in_report), 0, None, ()),
     # Signals and file-system errors end in one line.
-    ("SIGTERM", lambda e: e.monkeypatch.setattr("pcam.cli._cmd_report", _terminated_report),
+    ("SIGTERM", lambda e: e.monkeypatch.setattr("pcam.commands.cmd_report", _terminated_report),
      _cli(lambda e: ["report"]), 143, r"^interrupted; rerun the same command to resume$", ()),
-    ("Ctrl-C", lambda e: e.monkeypatch.setattr("pcam.cli._cmd_report", _interrupted_report),
+    ("Ctrl-C", lambda e: e.monkeypatch.setattr("pcam.commands.cmd_report", _interrupted_report),
      _cli(lambda e: ["report"]), 130, r"^interrupted; rerun the same command to resume$", ()),
-    ("OSError", lambda e: e.monkeypatch.setattr("pcam.cli._cmd_report", _disk_full_report),
+    ("OSError", lambda e: e.monkeypatch.setattr("pcam.commands.cmd_report", _disk_full_report),
      _cli(lambda e: ["report"]), 2, r"^error: No space left on device \(README\.md\); fix it", ()),
 ]
 

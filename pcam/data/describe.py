@@ -9,11 +9,13 @@ size and `mtime_ns`, the SHA-256 of the whole (small) y file, and for the x
 file the SHA-256 of 8 evenly spaced 1 MiB blocks (the first and the last among
 them; the whole file when it is under 8 MiB). A resume compares the content
 (names, sizes, digests) and refuses on any change; a new modification time with
-the same content (a copy) is only noted.
+the same content (a copy) is only noted. `source_listing_digest` names the
+image files `pcam import-images` read, for its `dataset.json`.
 """
 
 import hashlib
 import os
+from pathlib import Path
 
 from pcam.data.h5read import Split, check_classes, read_dataset_info, read_labels
 from pcam.errors import PCamError
@@ -68,6 +70,24 @@ def fingerprint(splits: dict[str, Split]) -> dict:
                   "sha256": file_digest(split.y_path)},
         }
     return found
+
+
+def source_listing_digest(items, root: str | os.PathLike) -> str:
+    """SHA-256 naming the image files an import read: their names, sizes and labels.
+
+    Args:
+        items: [(image path, label)] under `root`, as `pcam import-images` found them.
+        root: the source folder; paths are taken relative to it (POSIX).
+
+    Returns:
+        The hex SHA-256 of the sorted lines "<relative path> <bytes> <label>"
+        (tab-separated, each ending in a newline, UTF-8).
+        It tells two sources apart by their listing only, not by the image
+        bytes: a file rewritten at the same size goes unnoticed.
+    """
+    lines = sorted(f"{Path(path).relative_to(root).as_posix()}\t{os.stat(path).st_size}"
+                   f"\t{int(label)}\n" for path, label in items)
+    return hashlib.sha256("".join(lines).encode("utf-8")).hexdigest()
 
 
 def fingerprint_changes(recorded: dict, current: dict) -> tuple[list[str], list[str]]:

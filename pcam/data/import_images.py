@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pcam.data.describe import source_listing_digest
 from pcam.data.h5read import BOTH_CLASSES
 from pcam.data.h5write import plan_changes, write_dataset_info, write_split
 from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
@@ -225,7 +226,7 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
 
     # Decode and check everything first, so nothing is written half-way. Splits
     # are (images, indices into them) so the hold-out and shuffle copy nothing.
-    outputs, mapping = {}, {}
+    outputs, mapping, listing = {}, {}, {}
     for name, items in sources.items():
         images = _decode(items, src, threads)
         labels = np.array([label for _, label in items], np.uint8)
@@ -241,6 +242,8 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
             target = "test"
         mapping.setdefault(target, f"{src.name}/{name}" if layout == "split folders" else src.name)
         outputs[target] = (images, labels, index)
+        digest = source_listing_digest(items, src)  # for every split made from these images
+        listing.update({s: digest for s in outputs if s not in listing})
 
     for name in BOTH_CLASSES:  # nothing is written yet
         classes = np.unique(outputs[name][1][outputs[name][2]]) if name in outputs else (0, 1)
@@ -266,11 +269,13 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
         )
     info = {"source": "images", "synthetic": False, "folder": src.name, "layout": layout,
             "label": description, "seed": seed, "holdout": holdout,
-            **{k: info[k] for k in ("splits", "positives", "mapping")}}
+            **{k: info[k] for k in ("splits", "positives", "mapping")},
+            "source_listing_sha256": dict(info.get("source_listing_sha256") or {})}
     for name, (n, positives) in counts.items():
         info["splits"][name] = n
         info["positives"][name] = positives
         info["mapping"][name] = mapping[name]
+        info["source_listing_sha256"][name] = listing[name]
     write_dataset_info(folder, info)
     return info
 

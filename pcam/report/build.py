@@ -17,6 +17,7 @@ from pcam.fileio import write_text
 from pcam.paths import IMAGES_DIR, README, display_path, results_dir
 from pcam.report.inputs import common_split, load_records, published_records
 from pcam.report.protocol import protocol_text
+from pcam.report.provenance import NEEDS_CHECKPOINT, check_clean, dirty_note
 from pcam.report.study import update_study_block
 from pcam.report.table import END, START, replace_block, results_table
 
@@ -39,9 +40,12 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     name = plots.slug(record["model"])
     best = (record.get("checkpoints") or {}).get("best") or "checkpoints/best.keras"
     checkpoint = run_dir / best
-    if not checkpoint.exists():
-        return [f"{record['run']}: no checkpoint at {display_path(checkpoint)}; "
-                "Grad-CAM and model diagram skipped"]
+    if not checkpoint.exists():  # one line per figure: which, and the file it needs
+        return [f"{record['run']}: {record['model']} {title} ({display_path(figure)}) needs "
+                f"{display_path(checkpoint)}, which is missing (checkpoints are not committed); "
+                + ("the file an earlier report drew is kept" if figure.exists() else "not drawn")
+                for title, figure in (("Grad-CAM", images / f"{name}_gradcam.png"),
+                                      ("diagram", images / f"{name}_model.png"))]
     try:
         import keras
 
@@ -85,8 +89,8 @@ def _data_figures(record: dict, images: Path) -> list[str]:
     return []
 
 
-def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]], list, list]:
-    """Write every figure; return (title, file name) pairs, eval predictions, notes."""
+def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple], list, list]:
+    """Write every figure; return (title, file name[, note]), eval predictions, notes."""
     records = [record for _, record in rows]
     written, notes = [], []
     if gradcam:  # like Grad-CAM, these need the data, not only the records
@@ -121,7 +125,8 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple[str, str]
         name = plots.slug(record["model"])
         for kind, title in (("gradcam", "Grad-CAM"), ("model", "diagram")):
             if (images / f"{name}_{kind}.png").exists():
-                written.append((f"{record['model']} {title}", f"{name}_{kind}.png"))
+                written.append((f"{record['model']} {title}", f"{name}_{kind}.png",
+                                NEEDS_CHECKPOINT))
     return written, preds, notes
 
 
@@ -138,7 +143,8 @@ def _keep_block(readme: Path, why: str, what: str) -> None:
 
 
 def build_report(results=None, readme=None, images=None, *, gradcam: bool = True,
-                 published_only: bool = True, drop_missing: bool = False) -> None:
+                 published_only: bool = True, drop_missing: bool = False,
+                 allow_dirty: bool = False) -> None:
     """Rebuild `images/` and the README results block from the published records.
 
     The block between `<!-- results:start -->` and `<!-- results:end -->` is
@@ -148,6 +154,9 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
     published run (only an empty block gets the "No published run yet" note)
     or none of a model the table shows (unless `drop_missing`), the block is
     kept and `PCamError` raised. Scores on other data (`external`) stay out.
+    A published run trained from a dirty tree (`environment.git.dirty`) is
+    refused unless `allow_dirty`; then, and always for `published_only=False`
+    (the demo runs wherever it is started), a note under the table names it.
 
     Args:
         results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
@@ -158,10 +167,12 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
             for a demo folder with its own README-like file.
         drop_missing: rebuild the table without a model that has no published
             run any more (says which).
+        allow_dirty: publish runs trained from a dirty tree, named under the table.
 
     Raises:
         PCamError: README, its markers or the results folder missing; two
-            published runs of one model; no run to rebuild the table from.
+            published runs of one model; no run to rebuild the table from; a
+            published run from a dirty tree without `allow_dirty` (nothing is written).
     """
     readme = Path(readme) if readme else README
     images = Path(images) if images else IMAGES_DIR
@@ -174,6 +185,8 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         raise PCamError(f"results folder {folder} does not exist; give --results "
                         "the folder that holds the runs (default $PCAM_RESULTS_DIR or results/)")
     rows = published_records(load_records(results), published_only=published_only)
+    if published_only:
+        check_clean([record for _, record in rows], allow_dirty=allow_dirty)
     shown, current = _table_models(text), text.split(START, 1)[1].split(END, 1)[0].strip()
     dropped = sorted(shown - {record["model"] for _, record in rows})
     if not rows and current:
@@ -194,11 +207,11 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         written, preds, notes = _figures(rows, images, gradcam=gradcam)
         prefix = Path(os.path.relpath(images, readme.parent)).as_posix()
         records = [r for _, r in rows]
-        block = "\n\n".join([
-            results_table(records),
+        block = "\n\n".join(filter(None, [
+            results_table(records), dirty_note(records),
             protocol_text(records, paired_comparison(preds),
-                          [(title, f"{prefix}/{file}") for title, file in written]),
-        ])
+                          [(title, f"{prefix}/{file}", *note) for title, file, *note in written]),
+        ]))
         notes += [f"{r['run']}: status {r.get('status')!r}, numbers may be partial"
                   for r in records if r.get("status") != "complete"]
         for note in notes:

@@ -12,7 +12,7 @@ from pcam.evaluation.predictions import load_predictions
 from pcam.records import read_record, run_path
 from pcam.report.inputs import common_split
 from pcam.report.protocol import comparison_text, data_label
-from pcam.report.table import best_epoch, epochs_per_phase
+from pcam.report.table import best_epoch, epochs_per_phase, round_sig
 
 
 def evaluation_split(record: dict) -> str:
@@ -44,8 +44,9 @@ def conclusion(record: dict) -> str:
     minutes = (record.get("timings") or {}).get("train_seconds", 0) / 60
     lines = [
         f"**{record['run']}** ({record['model']}, weights: {config.get('weights') or 'random'}) "
-        f"trained {len(record.get('history', []))} epochs ({phases}) in {minutes:.1f} min on "
-        f"{data_label(record)}; the best validation AUC came at epoch {best.get('epoch', '?')}.",
+        f"trained {len(record.get('history', []))} epochs ({phases}) in {round_sig(minutes)} "
+        f"min on {data_label(record)}; the best validation AUC came at epoch "
+        f"{best.get('epoch', '?')}.",
         "",
         f"On the **{split}** split ({single['n']:,} patches), at the threshold "
         f"{threshold.get('value', 0.5):.3f} chosen on valid: accuracy "

@@ -42,6 +42,7 @@ from pcam.models import check_weights, get_backbone, load_checkpoint
 from pcam.runlock import acquire_lock, release_lock
 from pcam.train import distribute
 from pcam.train.callbacks import EpochCheckpoints, EpochCSVLogger, NaNGuard, RecordHistory
+from pcam.train.weights import weights_provenance
 
 __all__ = ["TrainingRun", "plan_phases", "start_run", "training_metrics"]
 
@@ -99,7 +100,8 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
         data = data_section(config, data_dir, splits)
         record = records.resume_or_new(
             folder, config=config.to_dict(),
-            backbone={"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note},
+            backbone={"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note,
+                      **weights_provenance(config)},
             data=data, environment_fn=environment_info,
             check=lambda stored: notes.append(check_same_data(stored, data, data_dir)))
         records.set_distribution(record, distribute.describe(strategy, config))
