@@ -70,12 +70,14 @@ def _history(phases: list[tuple[str, int, int]], rng) -> list[dict]:
 
 def make_run(results: Path, run: str, model: str = "mobilenet", *, published: bool = True,
              splits=("valid", "test"), tta: bool = True, n: int = 120, seed: int = 0,
-             epochs: int = 5) -> Path:
+             epochs: int = 5, slides: int = 0) -> Path:
     """Write results/<run>/record.json and predictions/<split>.npz; return the run folder.
 
     Labels are the same for every run with the same `n` (paired patches);
-    probabilities depend on `seed`. A "mobilenet" run has 2 head epochs, then
-    fine-tuning; a "resnet50" run one "scratch" phase. The threshold is 0.55.
+    probabilities depend on `seed`. `slides` > 0 gives the patches that many
+    slide ids (the same for every run), saved and resampled by the bootstrap.
+    A "mobilenet" run has 2 head epochs, then fine-tuning; a "resnet50" run
+    one "scratch" phase. The threshold is 0.55.
     """
     rng = np.random.default_rng(seed)
     run_dir = Path(results) / run
@@ -86,15 +88,19 @@ def make_run(results: Path, run: str, model: str = "mobilenet", *, published: bo
         y_true = np.random.default_rng(100 + i).permutation(y_true)
         y_prob = np.clip(0.5 * y_true + rng.uniform(0, 0.6, n), 0, 1).astype(np.float32)
         arrays = {"y_true": y_true, "y_prob": y_prob}
+        ids = np.array([f"slide_{k % slides:02d}" for k in range(n)]) if slides else None
+        if slides:
+            arrays["slides"] = ids
         metrics[split] = {
-            "single": evaluate_predictions(y_true, y_prob, THRESHOLD, n_boot=20, seed=0),
+            "single": evaluate_predictions(y_true, y_prob, THRESHOLD, n_boot=20, seed=0,
+                                           slides=ids),
             "inference": {"seconds": 1.25 + i, "images_per_s": n / (1.25 + i)},
         }
         if tta:
             y_tta = np.clip(y_prob + rng.normal(0, 0.05, n), 0, 1).astype(np.float32)
             arrays["y_prob_tta"] = y_tta
             metrics[split]["tta"] = evaluate_predictions(y_true, y_tta, THRESHOLD, n_boot=20,
-                                                         seed=0)
+                                                         seed=0, slides=ids)
             metrics[split]["inference"].update(tta_seconds=9.5 + i, tta_images_per_s=n / 9.5)
         np.savez(run_dir / "predictions" / f"{split}.npz", **arrays)
 

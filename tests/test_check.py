@@ -34,6 +34,7 @@ def test_rows_for_present_splits(tmp_path):
         "split": "valid",
         "n": 30,
         "positives": 10,
+        "slides": 0,  # no meta CSV
         "bytes": x_path.stat().st_size + y_path.stat().st_size,
         "read": "all",
         "md5": "not checked",
@@ -76,7 +77,8 @@ def test_bad_split_is_a_bad_row(tmp_path):
     assert rows[1]["n"] is None and "not a readable HDF5 file" in rows[1]["error"]
     table = format_check_table(rows)
     lines = table.splitlines()
-    assert lines[0].split() == ["split", "N", "positives", "bytes", "read", "md5", "status"]
+    assert lines[0].split() == ["split", "N", "positives", "slides", "bytes", "read", "md5",
+                                "status"]
     assert lines[1].split()[:3] == ["valid", "10", "4"] and lines[1].endswith("ok")
     assert lines[2].split()[:3] == ["test", "-", "-"] and lines[2].endswith("BAD")
     assert lines[3].startswith("test: ") and str(y_path) in lines[3]

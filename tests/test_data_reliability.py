@@ -248,7 +248,8 @@ def test_overwrite_prints_one_line_per_file(tmp_path, capsys):
     assert all(line.endswith(kind) for line in replaced[:2] + removed)
     assert replaced[2].endswith("dataset.json (its description of the files above)")
     test, valid = ({Path(SPEC[s].x.name), Path(SPEC[s].y.name)} for s in ("test", "valid"))
-    assert set(_snapshot(tmp_path / "d")) == before - test | valid
+    metas = {Path(SPEC[s].meta.name) for s in ("train", "valid")}  # new: synthetic slide ids
+    assert set(_snapshot(tmp_path / "d")) == before - test | valid | metas
 
 
 # --- training refuses before any epoch; a corrupt chunk names file and patches ---------------

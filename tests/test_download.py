@@ -59,6 +59,14 @@ def tiny(tmp_path):
     return made
 
 
+def _meta_bytes(rows: int = N) -> bytes:
+    """A meta CSV as PCam's (pandas index column first) with `rows` patches."""
+    lines = [",coord_y,coord_x,tumor_patch,center_tumor_patch,wsi"]
+    lines += [f"{i},{96 * i},0,False,False,camelyon16_train_normal_{i % 4:03d}"
+              for i in range(rows)]
+    return ("\n".join(lines) + "\n").encode()
+
+
 def _fake_files(tiny, **x_changes):
     real = pcam_spec.SPEC["valid"]
     files = []
@@ -138,6 +146,7 @@ def server(tiny):
     """A threaded HTTP server on 127.0.0.1 serving the tiny .gz files."""
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
     httpd.files = {name + ".gz": gz for name, (_, gz) in tiny.items()}
+    httpd.files[pcam_spec.SPEC["valid"].meta.name] = _meta_bytes()
     httpd.mode = "ok"
     httpd.log = []
     httpd.url = f"http://127.0.0.1:{httpd.server_address[1]}"
@@ -169,7 +178,9 @@ def test_download_verifies_and_unpacks(tmp_path, tiny, use_spec, server):
     x, y = use_spec()
     data = tmp_path / "data"
     got = download.download(data, ["valid"], base_url=server.url)
-    assert got == [data / x.name, data / y.name]
+    meta = pcam_spec.SPEC["valid"].meta.name
+    assert got == [data / x.name, data / y.name, data / meta]
+    assert (data / meta).read_bytes() == _meta_bytes()
     for pfile in (x, y):
         assert (data / pfile.name).read_bytes() == tiny[pfile.name][0]
         assert json.loads((data / (pfile.name + ".md5")).read_text())["md5"] == pfile.h5_md5
@@ -177,7 +188,7 @@ def test_download_verifies_and_unpacks(tmp_path, tiny, use_spec, server):
         assert f["x"].shape == (N, 96, 96, 3)
     # No .gz, .part or stamp of a .gz left behind.
     assert sorted(p.name for p in data.iterdir()) == sorted(
-        [x.name, x.name + ".md5", y.name, y.name + ".md5"])
+        [x.name, x.name + ".md5", y.name, y.name + ".md5", meta])
 
 
 def test_rerun_makes_no_request_and_no_rehash(tmp_path, use_spec, server, monkeypatch,
@@ -218,7 +229,8 @@ def test_verified_gz_is_unpacked_without_a_request(tmp_path, tiny, use_spec, ser
     (tmp_path / x.gz_name).write_bytes(tiny[x.name][1])
     (tmp_path / x.name).with_name(x.name + ".part").write_bytes(b"half-unpacked")
     download.download(tmp_path, ["valid"], base_url=server.url)
-    assert [n for n, _ in server.log] == [pcam_spec.SPEC["valid"].y.gz_name]
+    valid = pcam_spec.SPEC["valid"]
+    assert [n for n, _ in server.log] == [valid.y.gz_name, valid.meta.name]
     assert file_digest(tmp_path / x.name, "md5") == x.h5_md5
     assert not (tmp_path / x.gz_name).exists()
 
@@ -333,6 +345,25 @@ def test_cli_prints_one_line_error(tmp_path, use_spec, monkeypatch, capsys):
 def test_http_404_names_the_url(tmp_path, use_spec, server):
     del server.files[pcam_spec.SPEC["valid"].x.gz_name]
     with pytest.raises(PCamError, match="answered HTTP 404 .*check the URL"):
+        download.download(tmp_path, ["valid"], base_url=server.url)
+
+
+def test_meta_file_is_checked_by_rows_and_columns(tmp_path, use_spec, server, capsys):
+    meta = pcam_spec.SPEC["valid"].meta.name
+    server.files[meta] = _meta_bytes(N - 1)  # one row short
+    with pytest.raises(PCamError, match=rf"{meta} downloaded from 127.0.0.1 does not check "
+                       rf"out: meta file .*\.part has 31 rows but its split has 32 patches"):
+        download.download(tmp_path, ["valid"], base_url=server.url)
+    assert not list(tmp_path.glob("*meta*"))  # nothing kept under the real name or .part
+    # A mirror without meta files: the images and labels are complete, said so.
+    del server.files[meta]
+    got = download.download(tmp_path, ["valid"], base_url=server.url)
+    assert [p.suffix for p in got] == [".h5", ".h5"]
+    assert (f"note: {meta} is not at 127.0.0.1 (HTTP 404): without slide ids, intervals and "
+            "paired tests resample patches, not slides") in capsys.readouterr().out
+    # A local meta file that does not fit is named, never replaced.
+    (tmp_path / meta).write_text("wsi\nslide\n")
+    with pytest.raises(PCamError, match=rf"meta file .*{meta} has the columns wsi"):
         download.download(tmp_path, ["valid"], base_url=server.url)
 
 

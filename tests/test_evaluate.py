@@ -75,7 +75,8 @@ def test_evaluate_run_updates_record(run_folder, synthetic_data_dir, tmp_path):
     assert test["single"]["at_chosen"]["threshold"] == threshold["value"]
     assert test["tta"]["at_chosen"]["threshold"] == threshold["tta_value"]
     saved = np.load(run_folder / record["predictions"]["test"])
-    assert sorted(saved.files) == ["y_prob", "y_prob_tta", "y_true"]
+    assert sorted(saved.files) == ["slides", "y_prob", "y_prob_tta", "y_true"]  # synthetic: slides
+    assert test["single"]["bootstrap_unit"] == "slides" and test["single"]["n_slides"] == 16
 
     # Another PCam-layout folder: scored apart (external), with the run's own threshold;
     # the run's metrics, threshold and predictions stay as they were.

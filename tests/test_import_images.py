@@ -235,7 +235,9 @@ def test_one_split_imports_accumulate_and_replace_synthetic(tmp_path, capsys):
     assert not (tmp_path / "out" / SPEC["valid"].x.name).exists()
     out = capsys.readouterr().out.splitlines()
     assert sum(line.startswith("replaced ") for line in out) == 3  # train x, y, dataset.json
-    assert sum(line.startswith("removed ") for line in out) == 4
+    # valid and test x, y and meta CSV, and train's synthetic meta CSV (images have no slides)
+    assert sum(line.startswith("removed ") for line in out) == 7
+    assert not (tmp_path / "out" / SPEC["train"].meta.name).exists()
     # A second one-split import adds valid beside the imported train: no flag needed.
     info = import_images(tmp_path / "va", tmp_path / "out", split="valid")
     assert info["splits"] == {"train": 8, "valid": 4}

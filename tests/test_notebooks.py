@@ -170,14 +170,18 @@ def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_pat
     assert tidied.metadata["papermill"] == {"input_path": "notebooks/x.ipynb",
                                             "output_path": "results/x.ipynb"}
 def test_report_reproduces_committed_readme(tmp_path):
-    """`python -m pcam report` on the committed records gives the committed README."""
+    """`python -m pcam report --allow-dirty` on the committed records gives the committed README.
+
+    The published runs were trained from a dirty tree: until they are retrained
+    from a clean one, the table is rebuilt with --allow-dirty and says so.
+    """
     from pcam.report.build import build_report
 
     readme = tmp_path / "README.md"
     shutil.copy(PROJ_ROOT / "README.md", readme)
     shutil.copytree(PROJ_ROOT / "images", tmp_path / "images")
     build_report(results=PROJ_ROOT / "results", readme=readme, images=tmp_path / "images",
-                 gradcam=False)
+                 gradcam=False, allow_dirty=True)
     assert readme.read_text() == (PROJ_ROOT / "README.md").read_text()
 
 

@@ -432,7 +432,8 @@ def test_records_written_before_the_redesign_still_load_and_report(tmp_path):
         assert record["schema"] == 1 and record["status"] == "complete"
     readme = tmp_path / "README.md"
     readme.write_text("# old runs\n\n<!-- results:start -->\n<!-- results:end -->\n")
-    build_report(results=old, readme=readme, images=tmp_path / "images", gradcam=False)
+    build_report(results=old, readme=readme, images=tmp_path / "images", gradcam=False,
+                 allow_dirty=True)  # both were trained from a dirty tree
     text = readme.read_text()
     assert "| accuracy (%) | 86.1 ± 0.7 |" in text  # the numbers the README showed then
     assert (tmp_path / "images" / "compare_roc_pr.png").stat().st_size > 10_000

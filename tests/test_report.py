@@ -7,7 +7,7 @@ from fake_runs import make_run
 
 from pcam.errors import PCamError
 from pcam.report.build import build_report
-from pcam.report.table import END, START, replace_block
+from pcam.report.table import END, START, replace_block, round_sig
 
 README = f"# Title\n\nIntro text.\n\n{START}\nold table\n{END}\n\n## Reference results\nkept\n"
 
@@ -84,11 +84,12 @@ def test_table_numbers_are_the_records_numbers(two_runs):
     ):
         cells = [c for r in records for c in _model_cells(r, key, history_key)]
         assert _row(label, cells) in lines
-    seconds = [[""] + [f"{r['metrics'][s]['inference'][k]:.1f}" for s, k in (
+    seconds = [[""] + [round_sig(r['metrics'][s]['inference'][k]) for s, k in (
         ("valid", "seconds"), ("test", "seconds"), ("test", "tta_seconds"))] for r in records]
-    assert seconds[0][-1] == "10.5"  # TTA on test, from fake_runs
+    assert seconds[0][1:] == ["1.2", "2.2", "10"]  # 1.25, 2.25, 10.5 s, from fake_runs
     assert _row("inference time (s)", seconds[0] + seconds[1]) in lines
-    train = [[f"{r['timings']['train_seconds'] / 60:.1f}", "", "", ""] for r in records]
+    train = [[round_sig(r['timings']['train_seconds'] / 60), "", "", ""] for r in records]
+    assert train[0][0] == "45"  # 2,701 s
     assert _row("train time (min)", train[0] + train[1]) in lines
     assert "**Data:** PCam subset (JPEG), not the PCam test split." in block
     assert "**Split mapping:** test: valid; valid: 2,000 held out from train." in block
@@ -147,7 +148,7 @@ def test_one_model_without_tta_or_test_split(tmp_path):
 def test_missing_checkpoint_skips_gradcam_with_a_note(two_runs, capsys):
     results, readme, images = two_runs
     build_report(results, readme, images)
-    assert "no checkpoint" in capsys.readouterr().out
+    assert "note: mobilenet-pub: mobilenet Grad-CAM (" in capsys.readouterr().out
     assert not (images / "mobilenet_gradcam.png").exists()
 
 

@@ -18,7 +18,8 @@ SIZES = {"train": 512, "valid": 256, "test": 256}
 
 
 def test_layout_is_pcam(synthetic_data_dir):
-    names = {f.name for s in SPLITS for f in (SPEC[s].x, SPEC[s].y)} | {"dataset.json"}
+    names = {f.name for s in SPLITS for f in (SPEC[s].x, SPEC[s].y, SPEC[s].meta)}
+    names |= {"dataset.json"}
     assert {p.name for p in synthetic_data_dir.iterdir()} == names
     for split in SPLITS:
         with h5py.File(synthetic_data_dir / SPEC[split].x.name, "r") as f:

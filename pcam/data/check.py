@@ -1,7 +1,8 @@
 """`python -m pcam check`: check every split present in a data folder.
 
-One row per split: patches, positives, bytes on disk, whether every patch
-was read, and the MD5 status. A split fails when `open_split` refuses it
+One row per split: patches, positives, slides (from the split's meta CSV;
+"none" without one), bytes on disk, whether every patch was read, and the
+MD5 status. A split fails when `open_split` refuses it
 (missing, unreadable, wrong layout, empty, one class in train or valid) or
 when a chunk of its images is missing or does not decompress: files written
 by `pcam synthetic` or `pcam import-images` (they carry `dataset.json`) have
@@ -13,7 +14,14 @@ import os
 
 import h5py
 
-from pcam.data.h5read import REDO, available_splits, open_split, read_block, read_labels
+from pcam.data.h5read import (
+    REDO,
+    available_splits,
+    open_split,
+    read_block,
+    read_labels,
+    read_slides,
+)
 from pcam.data.spec import DATASET_INFO, SPEC
 from pcam.errors import PCamError
 from pcam.fileio import file_digest
@@ -42,7 +50,9 @@ def check_data_dir(
 
     Returns:
         One dict per split present, in SPLITS order: `split`, `n`, `positives`,
-        `bytes` (x + y on disk), `read` ("all", "skipped", "failed", or None
+        `slides` (distinct slide ids in its meta file; 0 without one, None when
+        the split did not open or the meta file is malformed, which fails the
+        split), `bytes` (x + y on disk), `read` ("all", "skipped", "failed", or None
         when the split did not open), `md5` ("verified", "mismatch", "not
         checked", or "n/a (synthetic/imported)"), `ok` (bool) and `error`
         (message or None).
@@ -63,13 +73,14 @@ def check_data_dir(
 
 def format_check_table(rows: list[dict]) -> str:
     """The rows of `check_data_dir` as an aligned text table, errors below it."""
-    header = ("split", "N", "positives", "bytes", "read", "md5", "status")
+    header = ("split", "N", "positives", "slides", "bytes", "read", "md5", "status")
     lines = [header]
     for row in rows:
         lines.append((
             row["split"],
             _count(row["n"]),
             _count(row["positives"]),
+            "none" if row["slides"] == 0 else _count(row["slides"]),
             _count(row["bytes"]),
             row["read"] or "-",
             row["md5"],
@@ -89,6 +100,7 @@ def _check_split(folder, name: str, official: bool, verify_md5: bool, read: bool
         "split": name,
         "n": None,
         "positives": None,
+        "slides": None,
         "bytes": sum(p.stat().st_size for p in paths if p.is_file()),
         "read": None,
         "md5": MD5_NOT_CHECKED,
@@ -103,6 +115,11 @@ def _check_split(folder, name: str, official: bool, verify_md5: bool, read: bool
     row["n"] = split.length
     row["positives"] = int(read_labels(split).sum())
     errors = []
+    try:
+        slides = read_slides(split)
+        row["slides"] = 0 if slides is None else len(set(slides.tolist()))
+    except PCamError as error:
+        errors.append(str(error))
     if official and split.length != spec.length:
         errors.append(
             f"{split.length} patches, the official {name} split has {spec.length}: "

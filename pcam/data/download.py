@@ -4,7 +4,9 @@
 fetches `<name>.gz` into `<name>.gz.part`, checks the MD5 from `pcam.data.spec`,
 gunzips into a temporary file (`pcam.fileio.atomic_path`), checks the unpacked
 MD5 and only then renames it to `<name>`. A verified `.h5` is skipped on a
-rerun; a `.part` file is never taken for a good one.
+rerun; a `.part` file is never taken for a good one. The split's meta CSV
+(slide ids; plain CSV with no published MD5) is fetched into `<name>.part`
+and renamed once its columns and row count check out (`pcam.data.meta`).
 
 Why the fetching is written by hand (`pcam.data.fetch`): `keras.utils.get_file`
 (urllib's `urlretrieve`) and pooch both delete the partial file when a
@@ -35,6 +37,7 @@ from tqdm import tqdm
 from pcam import paths
 from pcam.data import fetch as _http
 from pcam.data import spec as pcam_spec
+from pcam.data.meta import meta_problem, read_slides
 from pcam.errors import PCamError
 from pcam.fileio import atomic_path, file_digest, write_text
 
@@ -62,7 +65,8 @@ def download(
             else the Zenodo URLs of `pcam.data.spec`.
 
     Returns:
-        The paths of the verified `.h5` files, x then y for each split.
+        The paths of the verified files: x, y, then the meta CSV for each split
+        (left out, with a note, where the server has no meta file).
 
     Raises:
         PCamError: the server cannot be reached, a checksum does not match,
@@ -89,7 +93,37 @@ def download(
         for pfile in (split_spec.x, split_spec.y):
             url = f"{base_url.rstrip('/')}/{pfile.gz_name}" if base_url else pfile.url
             done.append(_get_file(pfile, folder, url, session))
+        meta = split_spec.meta
+        url = f"{base_url.rstrip('/')}/{meta.name}" if base_url else meta.url
+        done += _get_meta(meta, folder / meta.name, split_spec.length, url, session)
     return done
+
+
+def _get_meta(meta: pcam_spec.MetaFile, path: Path, length: int, url: str,
+              session: requests.Session) -> list[Path]:
+    """Fetch and check one meta CSV; [] with a note when the server has none."""
+    if path.exists():
+        read_slides(path, length)  # a bad one raises, naming the file
+        print(f"{meta.name}: present and checked, skipped")
+        return [path]
+    part = path.with_name(path.name + ".part")
+    try:
+        _disk_guard(part, lambda: _http.fetch(url, part, session=session))
+    except PCamError as error:
+        if "HTTP 404" not in str(error):
+            raise
+        print(f"note: {meta.name} is not at {_http.host(url)} (HTTP 404): without slide ids, "
+              "intervals and paired tests resample patches, not slides")
+        return []
+    problem = meta_problem(part, length)
+    if problem:
+        part.unlink()
+        raise PCamError(f"{meta.name} downloaded from {_http.host(url)} does not check out: "
+                        f"{problem}; removed it. Rerun `python -m pcam download` to fetch it "
+                        "again")
+    os.replace(part, path)
+    print(f"{meta.name}: downloaded and checked ({length:,} rows, columns as expected)")
+    return [path]
 
 
 def _get_file(pfile: pcam_spec.PCamFile, folder: Path, url: str,

@@ -142,6 +142,20 @@ def read_labels(split: Split) -> np.ndarray:
     return _read_label_dataset(split.y_path, SPEC[split.name].y.key)
 
 
+def read_slides(split: Split) -> np.ndarray | None:
+    """The slide id of each patch of `split` (str, shape (N,)), or None without a meta file.
+
+    Read from `camelyonpatch_level_2_split_<split>_meta.csv` beside the `.h5`
+    files (`pcam.data.meta`); a malformed one (wrong columns or row count)
+    raises a `PCamError` naming it.
+    """
+    from pcam.data.meta import meta_path
+    from pcam.data.meta import read_slides as read_meta_slides
+
+    path = meta_path(split.x_path.parent, split.name)
+    return read_meta_slides(path, split.length) if path.is_file() else None
+
+
 def read_images(split: Split, start: int, stop: int) -> np.ndarray:
     """Patches `start` to `stop` (exclusive) as uint8 (stop - start, 96, 96, 3).
 

@@ -77,6 +77,9 @@ def write_split(data_dir, split: str, images, labels) -> tuple[Path, Path]:
     x_path, y_path = folder / spec.x.name, folder / spec.y.name
     for path in (x_path, y_path):
         _remove_stale_temps(path)
+    # The split's meta file (slide ids) describes the old patches: dropped first, so
+    # that a crash never pairs new patches with old slides; `synthetic` writes a new one.
+    (folder / spec.meta.name).unlink(missing_ok=True)
     # y is renamed first (inner block exits first): a crash between the two renames
     # leaves x and y of different lengths at worst, which opening the split reports.
     with contextlib.ExitStack() as stack:
@@ -136,9 +139,13 @@ class FolderChanges:
     kind: str  # what the folder held, e.g. "synthetic patches, seed 0"
 
     def announce(self, split: str) -> None:
-        """Print one line per file of `split` that was replaced (call after writing it)."""
+        """Print one line per file of `split` that was replaced (call after writing it).
+
+        A meta file the writer did not write again (import-images) was removed.
+        """
         for path in self.replaced.get(split, []):
-            print(f"replaced {path} ({self.kind})", flush=True)
+            print(f"{'replaced' if path.exists() else 'removed'} {path} ({self.kind})",
+                  flush=True)
 
     def remove(self) -> None:
         """Delete the files of the splits no longer written, one printed line each."""
@@ -199,7 +206,8 @@ def plan_changes(data_dir, write: Iterable[str], remove: Iterable[str], *, overw
 
 
 def _existing(folder: Path, split: str) -> list[Path]:
-    paths = (folder / SPEC[split].x.name, folder / SPEC[split].y.name)
+    paths = (folder / SPEC[split].x.name, folder / SPEC[split].y.name,
+             folder / SPEC[split].meta.name)
     return [path for path in paths if path.exists()]
 
 

@@ -32,12 +32,38 @@ class PCamFile:
         return URL_TEMPLATE.format(name=self.gz_name)
 
 
+# Columns of a split's meta CSV, in file order (pandas may add an unnamed index
+# column in front); `wsi` names the whole-slide image (the slide) of each patch.
+META_COLUMNS = ("coord_y", "coord_x", "tumor_patch", "center_tumor_patch", "wsi")
+
+
+@dataclass(frozen=True)
+class MetaFile:
+    """A split's meta CSV (one row per patch, in the `.h5` files' order).
+
+    Served as plain CSV, not gzipped. No MD5 or size is published for it (the
+    loaders above list the HDF5 files only), so it is checked by content: the
+    columns are `META_COLUMNS` and the rows number the split's patches
+    (`pcam.data.meta.read_slides`).
+    """
+
+    name: str
+
+    @property
+    def url(self) -> str:
+        return URL_TEMPLATE.format(name=self.name)
+
+
 @dataclass(frozen=True)
 class SplitSpec:
     name: str
     length: int
     x: PCamFile
     y: PCamFile
+
+    @property
+    def meta(self) -> MetaFile:
+        return MetaFile(f"camelyonpatch_level_2_split_{self.name}_meta.csv")
 
 
 def _file(split: str, key: str, gz_md5: str, h5_md5: str, gz_bytes: int | None) -> PCamFile:

@@ -16,6 +16,7 @@ import numpy as np
 
 from pcam.data.h5read import BOTH_CLASSES
 from pcam.data.h5write import plan_changes, write_dataset_info, write_split
+from pcam.data.meta import synthetic_slides, write_meta
 from pcam.data.spec import CENTER_SIZE, SPLITS
 from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
@@ -224,8 +225,17 @@ def _labels(n, seed, stream):
     return (kinds == POSITIVE).astype(np.uint8)
 
 
+def _images(made, tumour):
+    images, _, truth = made
+    tumour.append(truth["tumour_centre"] | truth["tumour_border"])
+    return images
+
+
 def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
-    """Write synthetic PCam-layout files and `dataset.json` into `data_dir`.
+    """Write synthetic PCam-layout files, meta CSVs and `dataset.json` into `data_dir`.
+
+    Each split's meta CSV gives every patch one of a few dozen synthetic slide
+    ids (`pcam.data.meta.synthetic_slides`), so slide-level resampling runs here too.
 
     Args:
         data_dir: target folder (default: `$PCAM_DATA_DIR` or `data/`). A folder
@@ -267,11 +277,15 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
         n = sizes[split]
         if split not in labels:
             continue
+        tumour = []  # tumour anywhere in each patch, for the meta file
         blocks = (
-            make_patches(min(BLOCK, n - s), seed, stream=stream, start=s)[0]
+            _images(make_patches(min(BLOCK, n - s), seed, stream=stream, start=s, truth=True),
+                    tumour)
             for s in range(0, n, BLOCK)
         )
         write_split(folder, split, blocks, labels[split])
+        write_meta(folder, split, synthetic_slides(split, n, seed, stream),
+                   np.concatenate(tumour), labels[split])
         changes.announce(split)
     changes.remove()
     info = {

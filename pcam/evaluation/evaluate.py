@@ -3,7 +3,9 @@
 The threshold is always chosen on valid and applied unchanged to the other
 splits; test-time augmentation (TTA) averages the probabilities of the 8
 dihedral transforms of each patch. Predictions go to `predictions/<split>.npz`
-(y_true uint8, y_prob float32, y_prob_tta float32 when TTA ran).
+(y_true uint8, y_prob float32, y_prob_tta float32 when TTA ran, slides when the
+data have a meta file). Bootstrap intervals resample slides when slide ids are
+known, patches otherwise; each split's scores say which (`bootstrap_unit`).
 
 Only the run's own data (its recorded folder, or one whose files match the
 record's data fingerprint) replace its metrics. Other data are scored with the
@@ -223,11 +225,16 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
 
 
 def _score(pred: dict, threshold: dict) -> dict:
-    """Whole-split metrics of single-pass (and TTA) predictions at the valid thresholds."""
-    scores = {"single": evaluate_predictions(pred["y_true"], pred["y_prob"], threshold["value"])}
+    """Whole-split metrics of single-pass (and TTA) predictions at the valid thresholds.
+
+    The bootstrap resamples `pred["slides"]` (a cluster bootstrap) when present.
+    """
+    slides = pred.get("slides")
+    scores = {"single": evaluate_predictions(pred["y_true"], pred["y_prob"], threshold["value"],
+                                             slides=slides)}
     if "y_prob_tta" in pred:
         tta = evaluate_predictions(pred["y_true"], pred["y_prob_tta"],
-                                   threshold.get("tta_value", threshold["value"]))
+                                   threshold.get("tta_value", threshold["value"]), slides=slides)
         if "tta_value" not in threshold:
             tta["notes"] = [*tta.get("notes", []), "threshold of the single pass: valid was "
                             "scored without TTA"]

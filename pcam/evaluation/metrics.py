@@ -16,8 +16,17 @@ from pcam.evaluation import calibration, stats
 
 THRESHOLD_RULE = (
     "maximise Youden's J (sensitivity + specificity - 1) on the validation split; "
-    "threshold placed midway between the two adjacent distinct predicted probabilities"
+    "threshold placed midway between the two adjacent distinct predicted probabilities; "
+    "among tied maxima of J, the threshold nearest 0.5 (then the lower one)"
 )
+# Ties: J is compared in exact integer counts (tp * negatives - fp * positives), so
+# equal maxima are found whatever the float rounding (both published subset runs
+# had two tied maxima). Tied thresholds have the same balanced accuracy on valid, so
+# valid cannot choose between them; nearest 0.5 (the accuracy-optimal cut of a
+# calibrated model on balanced classes) moves no further from the default than
+# valid asks. The rule before, numpy's first argmax, took the highest tied one.
+BOOTSTRAP_SEED = 0  # every record's intervals use it (stored as bootstrap_seed)
+N_BOOT = 1000
 _EPS = 1e-7  # float32 sigmoid outputs can be exactly 0 or 1
 
 
@@ -75,7 +84,8 @@ def choose_threshold(y_true, y_prob) -> float:
         y_prob: validation probabilities, shape (N,).
 
     Returns:
-        Threshold in [0, 1], to apply unchanged to the test split. 0.5, with a
+        Threshold in [0, 1], to apply unchanged to the test split; of several
+        with the same J, the one nearest 0.5 (then the lower). 0.5, with a
         warning, when the split holds a single class.
     """
     from sklearn.metrics import roc_curve
@@ -86,13 +96,18 @@ def choose_threshold(y_true, y_prob) -> float:
         return 0.5
     fpr, tpr, thr = roc_curve(y, p, drop_intermediate=False)
     thr = np.minimum(thr, 1.0)  # sklearn's first threshold is inf (nothing positive)
-    best = int(np.argmax(tpr - fpr))
-    lower = thr[best + 1] if best + 1 < len(thr) else 0.0
-    return float(np.clip((thr[best] + lower) / 2.0, 0.0, 1.0))
+    n_pos, n_neg = int(y.sum()), int(y.size - y.sum())
+    tp, fp = np.rint(tpr * n_pos).astype(np.int64), np.rint(fpr * n_neg).astype(np.int64)
+    j = tp * n_neg - fp * n_pos  # J * positives * negatives, exact
+    placed = (thr + np.r_[thr[1:], 0.0]) / 2.0  # midway to the next distinct probability
+    tied = np.flatnonzero(j == j.max())
+    # nearest 0.5, then the lower threshold: lexsort's last key is the primary one
+    best = tied[np.lexsort((placed[tied], np.abs(placed[tied] - 0.5)))[0]]
+    return float(np.clip(placed[best], 0.0, 1.0))
 
 
-def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int = 1000,
-                         seed: int = 0, n_bins: int = 10) -> dict:
+def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int = N_BOOT,
+                         seed: int = BOOTSTRAP_SEED, n_bins: int = 10, slides=None) -> dict:
     """Every reported metric of one split, with bootstrap 95% intervals.
 
     Args:
@@ -100,23 +115,34 @@ def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int 
         y_prob: predicted probabilities of class 1, shape (N,).
         threshold: the threshold chosen on valid (`choose_threshold`).
         n_boot: bootstrap replicates, >= 1; 0 skips the intervals. Default 1000.
-        seed: bootstrap seed. Default 0.
+        seed: bootstrap seed. Default 0 (`BOOTSTRAP_SEED`).
         n_bins: bins for the ECE (`expected_calibration_error`). Default 10.
+        slides: the slide of each patch, shape (N,): the bootstrap then resamples
+            slides (cluster bootstrap); None (default) resamples patches, as it
+            does, with a note, for fewer than `stats.MIN_SLIDES` slides.
 
     Returns:
         dict: n, positives, roc_auc, pr_auc (average precision), nll (log loss,
         probabilities clipped to [1e-7, 1 - 1e-7]), brier, ece, "at_0.5" and
         "at_chosen" (`classification_metrics`), "ci" ({"roc_auc": [lo, hi],
         "at_0.5.accuracy": [lo, hi], ...}, percentile intervals; None where
-        undefined), n_boot, notes (list of strings, e.g. why AUC is None).
+        undefined), n_boot, bootstrap_unit ("slides" or "patches"),
+        bootstrap_seed, n_slides (with slides), notes (list of strings, e.g.
+        why AUC is None).
     """
     y, p = _check(y_true, y_prob)
     n = len(y)
     if n == 0:
         raise ValueError("evaluate_predictions got no predictions")
+    if slides is not None and np.asarray(slides).size != n:
+        raise ValueError(f"slides has {np.asarray(slides).size} entries for {n} predictions")
+    notes = []
+    if slides is not None and not stats.enough_slides(slides):
+        notes.append(f"only {len(np.unique(np.asarray(slides)))} slides, too few to resample: "
+                     "the bootstrap resampled patches, so ci is likely too narrow")
+        slides = None
     design = _Design(y, p, threshold, n_bins)
     point = {k: v[0] for k, v in design(np.ones((1, n))).items()}
-    notes = []
     if y.min() == y.max():
         notes.append(f"only class {int(y[0])} present: ROC-AUC undefined"
                      + ("" if y[0] else ", PR-AUC undefined"))
@@ -126,12 +152,16 @@ def evaluate_predictions(y_true, y_prob, threshold: float = 0.5, *, n_boot: int 
     out["at_0.5"] = classification_metrics(y, p, 0.5)
     out["at_chosen"] = classification_metrics(y, p, threshold)
     reps: dict[str, list] = {k: [] for k in point}
-    for w in (stats.bootstrap_weights(n, n_boot, seed) if n_boot > 0 else ()):
+    for w in (stats.bootstrap_weights(n, n_boot, seed, groups=slides) if n_boot > 0 else ()):
         for k, v in design(w).items():
             reps[k].append(v)
     out["ci"] = {k: stats.percentile_interval(np.concatenate(v)) if v else None
                  for k, v in reps.items()}
     out["n_boot"] = int(n_boot)
+    out["bootstrap_unit"] = "patches" if slides is None else "slides"
+    out["bootstrap_seed"] = int(seed)
+    if slides is not None:
+        out["n_slides"] = len(np.unique(np.asarray(slides)))
     out["notes"] = notes
     return out
 
@@ -178,7 +208,7 @@ class _Design:
         w = np.atleast_2d(w)
         auc, ap = stats.weighted_auc_ap(w, self.y, self.p)
         sums = w @ self.matrix  # one matrix product: nll, brier, confusion counts
-        n = w.shape[1]
+        n = w.sum(axis=1)  # the patches drawn: n, except when whole slides are resampled
         out = {"roc_auc": auc, "pr_auc": ap, "nll": sums[:, 0] / n, "brier": sums[:, 1] / n,
                "ece": _ece(w, self.gaps)}
         for i, name in enumerate(("at_0.5", "at_chosen")):
@@ -195,7 +225,7 @@ def _calibration_gaps(y, p, n_bins) -> np.ndarray:
 
 def _ece(w, gaps) -> np.ndarray:
     """ECE for each row of sample weights w (k, N); shared by records and plots."""
-    return np.abs(w @ gaps).sum(axis=1) / w.shape[1]
+    return np.abs(w @ gaps).sum(axis=1) / w.sum(axis=1)
 
 
 def _from_counts(tp, fp, fn, tn) -> dict:

@@ -21,12 +21,14 @@ def predict_split(model: keras.Model, split, *, max_samples: int | None = None,
         batch_size: patches per inference batch.
 
     Returns:
-        dict with y_true (uint8), y_prob (float32), y_prob_tta (when tta) and
+        dict with y_true (uint8), y_prob (float32), y_prob_tta (when tta),
+        slides (the slide of each patch, when the split has a meta file) and
         inference: seconds, images_per_s (and tta_seconds, tta_images_per_s).
     """
-    from pcam.data.h5read import read_labels
+    from pcam.data.h5read import read_labels, read_slides
     from pcam.data.pipeline import make_dataset
 
+    slides = read_slides(split)  # before predicting: a malformed meta file fails fast
     predictor = model if isinstance(model, Predictor) else Predictor(model)
     ds = make_dataset(split, batch_size=batch_size, max_samples=max_samples, cache=False)
     images = ds.map(lambda x, y: x)
@@ -34,6 +36,8 @@ def predict_split(model: keras.Model, split, *, max_samples: int | None = None,
     out["y_prob"], seconds = _timed_predict(predictor.single, images)
     n = len(out["y_prob"])
     out["y_true"] = read_labels(split)[:n].astype(np.uint8)
+    if slides is not None:
+        out["slides"] = slides[:n]
     out["inference"] = {"seconds": round(seconds, 4), "images_per_s": round(n / seconds, 1)}
     if tta:
         out["y_prob_tta"], tta_seconds = _timed_predict(predictor.tta, images)

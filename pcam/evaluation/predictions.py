@@ -1,7 +1,8 @@
 """Saved predictions: `results/<run>/predictions/<split>.npz`, written and read here.
 
-Each file holds y_true (uint8), y_prob (float32) and, when TTA ran, y_prob_tta
-(float32), all in the split's file order.
+Each file holds y_true (uint8), y_prob (float32), when TTA ran y_prob_tta
+(float32), and when the data have a meta file slides (str: the slide of each
+patch), all in the split's file order.
 """
 
 import io
@@ -24,6 +25,7 @@ class Predictions:
         y_prob_tta: 8-fold dihedral TTA probabilities, or None.
         threshold: the record's threshold (chosen on valid), else 0.5.
         metrics: `record["metrics"][split]` (may be empty).
+        slides: the slide of each patch (N,) str, or None when unknown.
     """
 
     run: str
@@ -34,6 +36,7 @@ class Predictions:
     y_prob_tta: np.ndarray | None = None
     threshold: float = 0.5
     metrics: dict = field(default_factory=dict)
+    slides: np.ndarray | None = None
 
 
 def save_predictions(folder: str | Path, name: str, pred: dict) -> str:
@@ -42,12 +45,14 @@ def save_predictions(folder: str | Path, name: str, pred: dict) -> str:
     Args:
         folder: the run folder.
         name: the split ("train", "valid", "test").
-        pred: from `pcam.evaluation.predict.predict_split` (y_true, y_prob, y_prob_tta).
+        pred: from `pcam.evaluation.predict.predict_split` (y_true, y_prob,
+            y_prob_tta, slides).
 
     Returns:
         The path relative to the run folder, as stored in the record.
     """
-    arrays = {k: pred[k] for k in ("y_true", "y_prob", "y_prob_tta") if k in pred}
+    arrays = {k: pred[k] for k in ("y_true", "y_prob", "y_prob_tta", "slides")
+              if pred.get(k) is not None}
     buffer = io.BytesIO()
     np.savez_compressed(buffer, **arrays)
     (Path(folder) / "predictions").mkdir(exist_ok=True)
@@ -70,6 +75,7 @@ def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictio
         y_true = np.asarray(npz["y_true"]).reshape(-1)
         y_prob = np.asarray(npz["y_prob"], dtype=np.float64).reshape(-1)
         tta = npz["y_prob_tta"] if "y_prob_tta" in npz.files else None
+        slides = np.asarray(npz["slides"], dtype=str) if "slides" in npz.files else None
     if tta is not None:
         tta = np.asarray(tta, dtype=np.float64).reshape(-1)
         if tta.size != y_prob.size:
@@ -79,4 +85,5 @@ def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictio
         run=record.get("run", Path(run_dir).name), model=record.get("model", "?"), split=split,
         y_true=y_true, y_prob=y_prob, y_prob_tta=tta, threshold=float(threshold),
         metrics=(record.get("metrics") or {}).get(split, {}),
+        slides=slides if slides is not None and slides.size == y_true.size else None,
     )

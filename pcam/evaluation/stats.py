@@ -5,6 +5,15 @@ weight w[r, i] (how often it was drawn), so every count-based metric of a
 batch of replicates is one matrix product, and AUC / average precision come
 from one sort of the scores shared by all replicates. Paired comparisons use
 the same weights for both models.
+
+With `groups` (the slide of each patch) the bootstrap resamples whole slides
+(a cluster bootstrap): patches of one slide are correlated, so drawing them
+one by one understates the variance. Every patch then gets its slide's count,
+and rows no longer sum to n. McNemar's test assumes independent patches; with
+slides, `paired_accuracy_difference` is the slide-level paired test instead.
+
+Reference:
+    Field & Welsh, "Bootstrapping clustered data", JRSS B 69(3), 2007.
 """
 
 from collections.abc import Iterator
@@ -12,9 +21,18 @@ from collections.abc import Iterator
 import numpy as np
 from scipy import stats as _st
 
+# Fewer slides than this are too few to resample (one slide gives a zero-width
+# interval); callers then resample patches and say so.
+MIN_SLIDES = 10
 
-def bootstrap_weights(n: int, n_boot: int, seed: int = 0, chunk: int | None = None
-                      ) -> Iterator[np.ndarray]:
+
+def enough_slides(slides) -> bool:
+    """Whether `slides` (one id per patch, or None) has at least `MIN_SLIDES` distinct ids."""
+    return slides is not None and len(np.unique(np.asarray(slides))) >= MIN_SLIDES
+
+
+def bootstrap_weights(n: int, n_boot: int, seed: int = 0, chunk: int | None = None,
+                      groups=None) -> Iterator[np.ndarray]:
     """Yield bootstrap count matrices of shape (k, n), k <= chunk, n_boot rows in all.
 
     Args:
@@ -22,18 +40,34 @@ def bootstrap_weights(n: int, n_boot: int, seed: int = 0, chunk: int | None = No
         n_boot: number of bootstrap replicates, >= 1.
         seed: seed of the resampling; the same seed gives the same replicates.
         chunk: replicates per yielded matrix; default keeps a matrix ~32 MB.
+        groups: None (default) resamples samples; else the cluster (slide) of
+            each sample, shape (n,), any hashable labels: each replicate draws
+            as many clusters as there are, with replacement, and each sample
+            gets the count of its cluster.
 
     Returns:
-        Iterator of float32 arrays (exact counts); each row sums to n.
+        Iterator of float32 arrays (exact counts); each row sums to n without
+        groups, to the patches of the drawn clusters with them.
     """
     if n < 1 or n_boot < 1:
         raise ValueError(f"need n >= 1 and n_boot >= 1, got n={n!r}, n_boot={n_boot!r}")
     rng = np.random.default_rng(seed)
     chunk = chunk or max(1, 2**22 // n)
+    codes, m = (None, n) if groups is None else _cluster_codes(groups, n)
     for start in range(0, n_boot, chunk):
         k = min(chunk, n_boot - start)
-        idx = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
-        yield np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
+        idx = rng.integers(0, m, size=(k, m)) + (np.arange(k) * m)[:, None]
+        counts = np.bincount(idx.ravel(), minlength=k * m).reshape(k, m).astype(np.float32)
+        yield counts if codes is None else counts[:, codes]
+
+
+def _cluster_codes(groups, n: int) -> tuple[np.ndarray, int]:
+    """(cluster index of each sample, number of clusters) for `groups` of length n."""
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != n:
+        raise ValueError(f"groups has {groups.size} entries for {n} samples")
+    names, codes = np.unique(groups, return_inverse=True)
+    return codes.reshape(-1), len(names)
 
 
 def weighted_auc_ap(w: np.ndarray, y: np.ndarray, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -124,7 +158,7 @@ def mcnemar(correct_a, correct_b, *, exact: bool | None = None, correction: bool
 
 
 def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
-                          alpha: float = 0.05) -> dict:
+                          alpha: float = 0.05, groups=None) -> dict:
     """Paired bootstrap of AUC(A) - AUC(B): both models see the same resamples.
 
     Args:
@@ -134,10 +168,12 @@ def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
         n_boot: number of replicates, >= 1. Default 1000.
         seed: resampling seed. Default 0.
         alpha: 1 - confidence level. Default 0.05.
+        groups: the slide of each patch, to resample slides; None resamples patches.
 
     Returns:
         dict: `auc_a`, `auc_b`, `diff`, `ci` ([lo, hi]), `p_value` (two-sided,
-        from the share of replicates on either side of 0), `n_boot`, `method`.
+        from the share of replicates on either side of 0), `n_boot` (finite
+        replicates), `unit` ("slides" or "patches"), `method`.
     """
     y = np.asarray(y_true).ravel()
     pa, pb = np.asarray(p_a, dtype=np.float64).ravel(), np.asarray(p_b, dtype=np.float64).ravel()
@@ -146,11 +182,43 @@ def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
     ones = np.ones(y.size)
     auc_a, auc_b = weighted_auc_ap(ones, y, pa)[0][0], weighted_auc_ap(ones, y, pb)[0][0]
     diffs = np.concatenate([weighted_auc_ap(w, y, pa)[0] - weighted_auc_ap(w, y, pb)[0]
-                            for w in bootstrap_weights(y.size, n_boot, seed)])
+                            for w in bootstrap_weights(y.size, n_boot, seed, groups=groups)])
+    return {"auc_a": float(auc_a), "auc_b": float(auc_b), "diff": float(auc_a - auc_b),
+            **_paired_summary(diffs, alpha, groups)}
+
+
+def paired_accuracy_difference(correct_a, correct_b, n_boot: int = 1000, seed: int = 0,
+                               alpha: float = 0.05, groups=None) -> dict:
+    """Paired bootstrap of accuracy(A) - accuracy(B), over slides when `groups` is given.
+
+    The slide-level replacement for McNemar's test, which assumes independent
+    patches: both models see the same resampled slides.
+
+    Args:
+        correct_a: booleans, model A right on each patch, shape (N,).
+        correct_b: booleans, model B right on the same patches.
+        n_boot, seed, alpha, groups: as in `paired_auc_difference`.
+
+    Returns:
+        dict: `accuracy_a`, `accuracy_b`, `diff`, `ci`, `p_value`, `n_boot`,
+        `unit`, `method`, as `paired_auc_difference`.
+    """
+    a = np.asarray(correct_a, dtype=np.float64).ravel()
+    b = np.asarray(correct_b, dtype=np.float64).ravel()
+    if a.shape != b.shape or a.size == 0:
+        raise ValueError(f"correct_a and correct_b need the same length >= 1: {a.size}, {b.size}")
+    diffs = np.concatenate([(w @ (a - b)) / w.sum(axis=1)
+                            for w in bootstrap_weights(a.size, n_boot, seed, groups=groups)])
+    return {"accuracy_a": float(a.mean()), "accuracy_b": float(b.mean()),
+            "diff": float(a.mean() - b.mean()), **_paired_summary(diffs, alpha, groups)}
+
+
+def _paired_summary(diffs: np.ndarray, alpha: float, groups) -> dict:
+    """CI, two-sided bootstrap p-value, replicates and unit of paired differences."""
     d = diffs[np.isfinite(diffs)]
     tail = min(np.sum(d <= 0), np.sum(d >= 0))
     p = min(1.0, 2.0 * (tail + 1) / (d.size + 1))
-    return {"auc_a": float(auc_a), "auc_b": float(auc_b), "diff": float(auc_a - auc_b),
-            "ci": percentile_interval(d, alpha), "p_value": float(p), "n_boot": int(d.size),
-            "method": "paired bootstrap"}
+    unit = "patches" if groups is None else "slides"
+    return {"ci": percentile_interval(d, alpha), "p_value": float(p), "n_boot": int(d.size),
+            "unit": unit, "method": f"paired bootstrap over {unit}"}
 

@@ -1,6 +1,12 @@
 """The protocol paragraph under the README table, written from the run records."""
 
-from pcam.report.table import best_epoch, epochs_per_phase
+from pcam.report.table import CI_ROW, best_epoch, ci_unit, epochs_per_phase
+
+# The rule records carried before it named its tie rule; numpy's argmax then took
+# the first maximum of J, which is the highest of tied thresholds.
+_UNTIED_RULE = ("maximise Youden's J (sensitivity + specificity - 1) on the validation split; "
+                "threshold placed midway between the two adjacent distinct predicted "
+                "probabilities")
 
 
 def data_label(record: dict) -> str:
@@ -80,13 +86,74 @@ def comparison_text(comparison: dict | None) -> str:
         return f"**Paired comparison:** {comparison['note']}"
     a, b = comparison["models"]
     lo, hi = comparison["auc_ci"]
+    auc = (f"ROC AUC difference {a} − {b} = {100 * comparison['auc_difference']:.1f} points "
+           f"(paired bootstrap over {comparison.get('unit', 'patches')}, 95% CI "
+           f"{100 * lo:.1f} to {100 * hi:.1f})")
+    where = f"on the same {comparison['n']:,} {comparison['split']} patches"
+    if comparison.get("unit") == "slides":
+        acc_lo, acc_hi = comparison["accuracy_ci"]
+        return (
+            f"**Paired comparison** {where} from {comparison['n_slides']:,} slides (single "
+            f"pass; {comparison['n_boot']:,} resamples of whole slides, seed "
+            f"{comparison['seed']}): accuracy difference {a} − {b} at each model's threshold = "
+            f"{100 * comparison['accuracy_difference']:.1f} points (95% CI {100 * acc_lo:.1f} "
+            f"to {100 * acc_hi:.1f}, p = {comparison['accuracy_p']:.3g}); {auc}. This paired "
+            "bootstrap over slides replaces McNemar's test, which would count the correlated "
+            "patches of one slide as independent evidence."
+        )
     return (
-        f"**Paired comparison** on the same {comparison['n']:,} {comparison['split']} patches "
-        f"(single pass): McNemar's test on correctness at each model's threshold, "
-        f"p = {comparison['mcnemar_p']:.3g}; ROC AUC difference {a} − {b} = "
-        f"{100 * comparison['auc_difference']:.1f} points "
-        f"(paired bootstrap 95% CI {100 * lo:.1f} to {100 * hi:.1f})."
+        f"**Paired comparison** {where} (single pass): McNemar's test on correctness at each "
+        f"model's threshold, p = {comparison['mcnemar_p']:.3g}; {auc}. Without slide ids both "
+        "treat the patches as independent, so p and the interval are likely too optimistic."
     )
+
+
+def _ci_text(records: list[dict]) -> str:
+    """The sentence on what ± means: over slides, over patches, or each where it applies."""
+    scored = [(r, s, v) for r in records for s in ("train", "valid", "test")
+              for v in ("single", "tta") if ci_unit(r, s, v)]
+    units = {ci_unit(r, s, v) for r, s, v in scored}
+    seeds = sorted({(r["metrics"][s][v].get("bootstrap_seed", 0), r["metrics"][s][v]["n_boot"])
+                    for r, s, v in scored})
+    how = "; ".join(f"{n:,} resamples, seed {seed}" for seed, n in seeds)
+    how = f" ({how})" if how else ""
+    text = "± is the half-width of a bootstrap 95% confidence interval"
+    if units == {"slides"}:
+        return (f"{text} over slides{how}: whole slides (the meta files' `wsi`) are resampled, "
+                "since patches of one slide are correlated.")
+    if units == {"patches"}:
+        few = any("too few to resample" in note for r, s, v in scored
+                  for note in r["metrics"][s][v].get("notes", []))
+        why = f"these data have {'too few slides to resample' if few else 'no slide ids'}"
+        return (f"{text} over patches{how}, resampled one by one: {why}, and patches of one slide "
+                "are correlated (same patient, stain and scanner), so these intervals are likely "
+                "too narrow.")
+    return (f"{text}{how} over slides where the data have slide ids and over patches "
+            f"elsewhere (row \"{CI_ROW}\"); patches of one slide are correlated, so the "
+            "intervals over patches are likely too narrow.")
+
+
+def _valid_note(records: list[dict]) -> str:
+    """Why valid is optimistic beyond the choices made on it, for data imported with a hold-out."""
+    info = ((records[0].get("data") or {}).get("info") or {}) if records else {}
+    holdout = info.get("holdout")
+    if info.get("source") != "images" or not isinstance(holdout, int) or holdout <= 0:
+        return ""
+    test = (info.get("mapping") or {}).get("test")
+    test_text = f" (`{test}`)" if test else ""
+    return (f" Here it is optimistic for a second reason: valid is {holdout:,} patches held out "
+            f"at random from the imported train images, so it comes from the same slides as "
+            f"train, while test{test_text} is a "
+            "separate split of the source, which for PCam means other slides: valid scores track "
+            "train's, not test's.")
+
+
+def _rule_text(threshold: dict | None) -> str:
+    rule = (threshold or {}).get("rule", "fixed 0.5")
+    if rule == _UNTIED_RULE:
+        return rule + ("; the rule named no tie-break: of tied maxima of J the highest "
+                       "threshold was taken (the first maximum)")
+    return rule
 
 
 def protocol_text(records: list[dict], comparison: dict | None = None,
@@ -96,7 +163,9 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
     Args:
         records: the published records, in table order.
         comparison: output of `pcam.report.paired_comparison` (or None).
-        figures: (title, relative link) of the figures to list.
+        figures: (title, relative link) of the figures to list, or (title,
+            link, note): the note, e.g. that the figure needs a checkpoint, is
+            printed once under the list and its figures marked.
 
     Returns:
         Markdown text.
@@ -108,17 +177,19 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
              if evaluated_train else
              "*train*: Keras' running metrics at the best epoch (augmented batches, threshold "
              "0.5, no CI)")
-    rules = sorted({(r.get("threshold") or {}).get("rule", "fixed 0.5") for r in records})
+    rules = sorted({_rule_text(r.get("threshold")) for r in records})
     lines = [
         f"**Data:** {'; '.join(labels)}.",
         "",
         f"**Columns.** {train}. *valid*: chooses the checkpoint (best valid AUC) and the "
-        "threshold, so it is optimistic. *test*: evaluated once with that checkpoint and "
+        f"threshold, so it is optimistic.{_valid_note(records)} *test*: evaluated once with "
+        "that checkpoint and "
         "threshold; *TTA*: mean over the 8 flips/rotations, with its own threshold chosen the "
         "same way. Accuracy, precision, recall and F1 are computed once over all patches of the "
-        "split at the chosen threshold; ± is the half-width of a bootstrap 95% confidence "
-        "interval over patches. Inference time is for the patches scored (N below) on the "
-        "hardware below.",
+        f"split at the chosen threshold; {_ci_text(records)} Inference time is for the patches "
+        "scored (N below) on the "
+        "hardware below. Timings are rounded to two significant figures: on a shared machine "
+        "they vary up to 2x between runs.",
         "",
         f"**Threshold rule:** {'; '.join(rules)}.",
         "",
@@ -132,6 +203,11 @@ def protocol_text(records: list[dict], comparison: dict | None = None,
     text = comparison_text(comparison)
     if text:
         lines += ["", text]
-    if figures:
-        lines += ["", "**Figures:** " + " · ".join(f"[{t}]({link})" for t, link in figures)]
+    if figures:  # a third element is a note on the figure, shown once under a mark
+        notes = list(dict.fromkeys(f[2] for f in figures if len(f) > 2))
+        marks = dict(zip(notes, "†‡§¶", strict=False))
+        lines += ["", "**Figures:** " + " · ".join(
+            f"[{f[0]}]({f[1]}){marks[f[2]] if len(f) > 2 else ''}" for f in figures)]
+        for note, mark in marks.items():
+            lines += ["", f"{mark} {note}."]
     return "\n".join(lines)

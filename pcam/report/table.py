@@ -1,9 +1,11 @@
 """The README results block: table of metrics and the protocol under it.
 
 Pure text from run records (no TensorFlow), so it is deterministic:
-percentages with one decimal, "± h" the half-width of the bootstrap 95% CI.
+percentages with one decimal, "± h" the half-width of the bootstrap 95% CI,
+timings to two significant figures (`round_sig`).
 """
 
+import math
 from collections import Counter
 
 from pcam.errors import PCamError
@@ -19,6 +21,7 @@ METRIC_ROWS = (
 )
 _HISTORY_KEYS = {"roc_auc": "auc"}
 DASH = "–"
+CI_ROW = "± (95% CI) over"  # the bootstrap's unit per column: slides or patches
 
 
 def epochs_per_phase(record: dict) -> dict[str, int]:
@@ -51,6 +54,19 @@ def _pct(value, ci=None) -> str:
     return text
 
 
+def ci_unit(record: dict, split: str, variant: str = "single") -> str | None:
+    """What the bootstrap behind a column's ± resampled: "slides" or "patches".
+
+    None where the column has no interval (train from Keras' running metrics, a
+    split not scored, no replicates). Records older than `bootstrap_unit`
+    resampled patches.
+    """
+    numbers = (record.get("metrics") or {}).get(split, {}).get(variant)
+    if not numbers or not numbers.get("n_boot"):
+        return None
+    return numbers.get("bootstrap_unit", "patches")
+
+
 def _metric_cell(record: dict, split: str, variant: str, key: str, kind: str) -> str:
     if split == "train" and "train" not in (record.get("metrics") or {}):
         entry = best_epoch(record)  # running Keras metrics, threshold 0.5, no CI
@@ -63,19 +79,32 @@ def _metric_cell(record: dict, split: str, variant: str, key: str, kind: str) ->
     return _pct(numbers[key], numbers.get("ci", {}).get(key))
 
 
+def round_sig(value: float, digits: int = 2) -> str:
+    """`value` to `digits` significant figures, as text: 19.6 -> "20", 876.4 -> "880".
+
+    Timings on a shared machine vary up to 2x between runs, so more figures
+    than two would be noise.
+    """
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    rounded = float(f"{value:.{digits}g}")
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
+    return f"{rounded:,.{decimals}f}"
+
+
 def _time_cell(record: dict, split: str, variant: str, row: str) -> str:
     if row == "train time (min)":
         seconds = (record.get("timings") or {}).get("train_seconds")
-        return f"{seconds / 60:.1f}" if split == "train" and seconds is not None else ""
+        return round_sig(seconds / 60) if split == "train" and seconds is not None else ""
     inference = (record.get("metrics") or {}).get(split, {}).get("inference")
     if not inference:
         return "" if split == "train" else DASH
     prefix = "tta_" if variant == "tta" else ""
     if row == "inference time (s)":
         value = inference.get(f"{prefix}seconds")
-        return DASH if value is None else f"{value:.1f}"
+        return DASH if value is None else round_sig(value)
     value = inference.get(f"{prefix}images_per_s")
-    return DASH if value is None else f"{value:,.0f}"
+    return DASH if value is None else round_sig(value)
 
 
 def results_table(records: list[dict]) -> str:
@@ -98,6 +127,8 @@ def results_table(records: list[dict]) -> str:
     for label, key, kind in METRIC_ROWS:
         cells = [_metric_cell(r, s, v, key, kind) for r in records for s, v in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    cells = [ci_unit(r, s, v) or "" for r in records for s, v in columns]
+    lines.append(f"| {CI_ROW} | " + " | ".join(cells) + " |")
     for label in ("inference time (s)", "inference speed (patches/s)", "train time (min)"):
         cells = [_time_cell(r, s, v, label) for r in records for s, v in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
