@@ -1,7 +1,8 @@
 """The recipe study: what each ingredient of the transfer recipe adds, under one budget.
 
 Every arm is the subset preset's MobileNet run with one change (`ARMS`),
-trained through notebook 01 like any run, into `results/study/<arm>/`. Each arm
+trained through notebook 01 like any run, into `results/study/<arm>/`; the
+`scratch-*` arms do the same for ResNet50 from scratch (notebook 02). Each arm
 gets the same training-time budget (`BUDGET_MINUTES`): before an arm first
 trains, what one training patch costs under its settings (model width, input
 size, trainable layers, augmentations) is measured on this machine, and its
@@ -37,6 +38,9 @@ PLAN = "plan.json"
 # The arms' common settings, on top of the subset preset's MobileNet: one head
 # epoch, then fine-tune epochs; at least these five, more where the budget allows.
 BASE: dict[str, Any] = {"epochs": 5, "head_epochs": 1, "alpha": 0.5, "published": False}
+# ResNet50 from scratch (arms named scratch-*), for the fair comparison: which of its
+# settings learns most within the same budget. Three epochs (one of warm-up).
+BASE_SCRATCH: dict[str, Any] = {"epochs": 3, "warmup_epochs": 1, "published": False}
 
 # name: (what changes from the baseline, settings). The baseline is MobileNet 0.5
 # at 96 px, its top 24 layers (4 blocks) fine-tuned, every augmentation.
@@ -59,6 +63,16 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
                   {"augment": ("dihedral", "shift", "hed")}),
     "baseline-seed1": ("the baseline, seed 1", {"seed": 1}),
     "baseline-seed2": ("the baseline, seed 2", {"seed": 2}),
+    "scratch-baseline": ("ResNet50 from scratch as published: batch 64, learning rate 1e-3, "
+                         "BatchNorm momentum 0.99", {"model": "resnet50"}),
+    "scratch-bn0.9": ("ResNet50, BatchNorm momentum 0.9", {"model": "resnet50",
+                                                           "bn_momentum": 0.9}),
+    "scratch-batch32": ("ResNet50, batch 32 (twice the steps)", {"model": "resnet50",
+                                                                 "batch_size": 32}),
+    "scratch-lr3e-3": ("ResNet50, learning rate 3e-3", {"model": "resnet50",
+                                                        "learning_rate": 3e-3}),
+    "scratch-aug-dihedral": ("ResNet50, flips and rotations only",
+                             {"model": "resnet50", "augment": ("dihedral",)}),
 }
 
 
@@ -76,12 +90,15 @@ def arm_config(name: str, *, data_dir=None, weights_dir=None,
     """
     if name not in ARMS:
         raise PCamError(f"unknown study arm {name!r}; arms: {', '.join(ARMS)}")
-    settings = {**BASE, **ARMS[name][1], **(overrides or {}), "run": name}
+    settings = dict(ARMS[name][1])
+    model = settings.pop("model", "mobilenet")
+    base = BASE_SCRATCH if model == "resnet50" else BASE
+    settings = {**base, **settings, **(overrides or {}), "run": name}
     if data_dir is not None:
         settings["data_dir"] = str(data_dir)
-    if "weights" not in (overrides or {}):
+    if model == "mobilenet" and "weights" not in (overrides or {}):
         settings["weights"] = _weights(settings["alpha"], weights_dir)
-    return TrainConfig.for_model("mobilenet", "subset", **settings)
+    return TrainConfig.for_model(model, "subset", **settings)
 
 
 def _weights(alpha: float, weights_dir) -> str:

@@ -19,12 +19,18 @@ def weights_dir(tmp_path):
 def test_every_arm_is_a_valid_run_differing_from_the_baseline(weights_dir):
     base = study.arm_config("baseline", weights_dir=weights_dir).to_dict()
     assert base["alpha"] == 0.5 and base["image_size"] == 96 and not base["published"]
+    scratch = study.arm_config("scratch-baseline").to_dict()
+    assert scratch["model"] == "resnet50" and scratch["weights"] is None
+    assert scratch["epochs"] == 3 and not scratch["published"]
     for name, (what, settings) in study.ARMS.items():
         config = study.arm_config(name, weights_dir=weights_dir).to_dict()
         assert config["run"] == name and what
-        changed = {k for k in config if config[k] != base[k]} - {"run", "weights"}
-        assert changed == set(settings), name
-        assert config["weights"].endswith(f"mobilenet_v1_{config['alpha']:g}_imagenet_no_top.h5")
+        reference = scratch if name.startswith("scratch-") else base
+        changed = {k for k in config if config[k] != reference[k]} - {"run", "weights"}
+        assert changed == set(settings) - {"model"}, name
+        if config["model"] == "mobilenet":
+            assert config["weights"].endswith(
+                f"mobilenet_v1_{config['alpha']:g}_imagenet_no_top.h5")
 
 
 def test_arm_errors_name_the_problem(tmp_path):

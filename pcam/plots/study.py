@@ -20,8 +20,8 @@ def plot_study(rows: list[dict], path: str | Path | None = None):
     height = 0.32 * len(rows) + 1.4  # inches
     fig, axes = new_figure(1, 1, height=height)
     ax = axes[0][0]
-    colour = model_colour("mobilenet")
     for i, row in enumerate(rows):
+        colour = model_colour(row["record"]["model"])
         metrics = row["record"]["metrics"]
         test = metrics.get("test", {})
         single, tta = test.get("single"), test.get("tta")
