@@ -18,6 +18,7 @@ TENSORBOARD_PORT ?= 6006
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: no python3.11, python3.12 or python3.13 found; install one or pass make setup PYTHON=/path/to/python3" >&2; exit 2; }
+	@$(PYTHON) -c "" >/dev/null 2>&1 || { echo "error: $(PYTHON) does not run (not installed, or a pyenv shim for a version that is not active); pass make setup PYTHON=/path/to/python3" >&2; exit 2; }
 	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' \
 		|| { echo "error: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pinned packages need 3.11 to 3.13" >&2; exit 2; }
 	@echo "setup: making $(VENV) with $(PYTHON) (Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'))"

@@ -44,18 +44,19 @@ def test_arm_errors_name_the_problem(tmp_path):
 def test_plan_fills_the_budget_with_epochs_over_every_patch(weights_dir):
     config = study.arm_config("baseline", weights_dir=weights_dir)  # 1 head + 4 fine-tune
     costs = {"head": 0.001, "finetune": 0.002, "score": 0.001}
-    plan = study.plan_budget(config, costs, 10, train_n=18000, valid_n=2000)
+    plan = study.plan_budget(config, costs, 10 / study.PLAN_SHARE, train_n=18000, valid_n=2000)
     # 18 s head, then 36 s a fine-tune epoch, each + 2 s validation: 20 + 15 * 38 = 590 s
     assert plan == {"epochs": 16, "head_epochs": 1, "max_samples": 17984}
     head_only = study.arm_config("head-only", weights_dir=weights_dir)
-    assert study.plan_budget(head_only, costs, 10, train_n=18000, valid_n=2000) == {
+    assert study.plan_budget(head_only, costs, 10 / study.PLAN_SHARE, train_n=18000,
+                             valid_n=2000) == {
         "epochs": 30, "head_epochs": 30, "max_samples": 17984}  # 20 s an epoch; capped at 30
 
 
 def test_plan_shortens_epochs_of_an_arm_too_slow_for_five(weights_dir):
     config = study.arm_config("size-160", weights_dir=weights_dir)
     costs = {"head": 0.004, "finetune": 0.01, "score": 0.003}
-    plan = study.plan_budget(config, costs, 10, train_n=18000, valid_n=2000)
+    plan = study.plan_budget(config, costs, 10 / study.PLAN_SHARE, train_n=18000, valid_n=2000)
     assert plan["epochs"] == 5 and plan["head_epochs"] == 1
     samples = plan["max_samples"]
     assert samples % config.batch_size == 0
@@ -70,8 +71,8 @@ def test_plan_of_a_from_scratch_run_adds_scratch_epochs():
 
     config = TrainConfig.for_model("resnet50", epochs=2, run="r")
     costs = {"scratch": 0.001, "score": 0.001}  # 18 s an epoch + 2 s validation
-    assert study.plan_budget(config, costs, 1, train_n=18000, valid_n=2000) == {
-        "epochs": 3, "head_epochs": 0, "max_samples": 17984}
+    assert study.plan_budget(config, costs, 1 / study.PLAN_SHARE, train_n=18000,
+                             valid_n=2000) == {"epochs": 3, "head_epochs": 0, "max_samples": 17984}
 
 
 @pytest.mark.slow
@@ -86,7 +87,7 @@ def test_short_study_plans_once_trains_and_skips_what_is_complete(
     plan = json.loads((tmp_path / "study" / "plan.json").read_text())
     assert plan["budget_minutes"] == 0.4 and list(plan["arms"]) == arms
     first, second = (plan["arms"][a] for a in arms)
-    assert set(first["costs"]) == {"head", "finetune", "score"}
+    assert set(first["costs"]) == {"head", "finetune", "score", "epoch"}
     assert all(0 < c < 1 for c in first["costs"].values())
     assert second["costs"] == first["costs"]  # same settings but the seed: measured once
     for name in arms:
