@@ -58,6 +58,13 @@ def _cell(numbers: dict | None, key: str) -> str:
     return text + (f" ± {100 * (ci[1] - ci[0]) / 2:.1f}" if ci else "")
 
 
+def _unit(rows: list[dict]) -> str:
+    """What the bootstrap resampled ("patches" or "slides"), as the records say."""
+    units = {((r["record"]["metrics"].get("test") or {}).get("single") or {}).get(
+        "bootstrap_unit", "patches") for r in rows}
+    return units.pop() if len(units) == 1 else "slides or patches (see each record)"
+
+
 def study_table(rows: list[dict], pending: list[str] = ()) -> str:
     """Markdown: the study table and the notes under it."""
     if not rows:
@@ -83,12 +90,13 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
         "Every arm is the MobileNet recipe with one change, trained through notebook 01 on "
         "the PCam subset with the same training-time budget: what a training patch costs "
         "under the arm's settings was measured on this machine first, and the arm got as "
-        "many epochs over all 18,000 training patches as fit the budget (`pcam.study`, "
+        "many epochs over every training patch (in whole batches) as fit the budget "
+        "(`pcam.study`, "
         "`results/study/plan.json`). *epochs*: epochs run (early stopping on valid AUC may "
         "end an arm before its budget); `*`: the best valid AUC came in the last epoch, so "
         "the arm was still improving. *train min*: measured (the machine was shared, so "
         "expect up to 2x between runs). Accuracy is at the threshold chosen on valid; "
-        "± is the half-width of a bootstrap 95% interval over patches. Choices are made on "
+        f"± is the half-width of a bootstrap 95% interval over {_unit(rows)}. Choices are made on "
         "valid only; test is reported, never used to choose.",
     ]
     if pending:
