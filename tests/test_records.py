@@ -17,7 +17,8 @@ from pcam.environment import environment_info
 from pcam.errors import PCamError
 from pcam.paths import PROJ_ROOT
 
-COMMITTED = sorted(PROJ_ROOT.glob("results/*/record.json"))
+COMMITTED = sorted([*PROJ_ROOT.glob("results/*/record.json"),  # published runs
+                    *PROJ_ROOT.glob("results/study/*/record.json")])  # the study arms
 
 
 def test_write_json_atomic_roundtrip(tmp_path):
