@@ -52,7 +52,7 @@ BASE_SCRATCH: dict[str, Any] = {"epochs": 3, "warmup_epochs": 1, "published": Fa
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline": ("the recipe as published: alpha 0.5, 96 px, top 24 layers, all augmentations",
                  {}),
-    "head-only": ("no fine-tuning: five epochs of the new head on the frozen base",
+    "head-only": ("no fine-tuning: only the new head trains, on the frozen base",
                   {"head_epochs": 5}),
     "finetune-12": ("fine-tune the top 12 layers (2 blocks)", {"finetune_layers": 12}),
     "finetune-48": ("fine-tune the top 48 layers (8 blocks)", {"finetune_layers": 48}),
