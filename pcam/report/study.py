@@ -11,10 +11,13 @@ from pathlib import Path
 
 from pcam.errors import PCamError
 from pcam.records import load_record_file
-from pcam.report.table import DASH, best_epoch
+from pcam.report.table import best_epoch, metric_cell, replace_block
 
 START, END = "<!-- study:start -->", "<!-- study:end -->"
 PLAN = "plan.json"
+# The score columns: (split, variant, metric), after arm, change, epochs, train min.
+_SCORES = (("valid", "single", "roc_auc"), ("test", "single", "roc_auc"),
+           ("test", "tta", "roc_auc"), ("test", "single", "accuracy"), ("test", "tta", "accuracy"))
 
 
 def study_rows(folder: str | Path) -> list[dict]:
@@ -49,13 +52,9 @@ def _plan(folder: Path) -> dict:
                         "`python -m pcam study` to write it") from None
 
 
-def _cell(numbers: dict | None, key: str) -> str:
-    if not numbers:
-        return DASH
-    value = numbers["at_chosen"][key] if key == "accuracy" else numbers[key]
-    ci = numbers.get("ci", {}).get("at_chosen.accuracy" if key == "accuracy" else key)
-    text = f"{100 * value:.1f}"
-    return text + (f" ± {100 * (ci[1] - ci[0]) / 2:.1f}" if ci else "")
+def _cell(record: dict, split: str, variant: str, key: str) -> str:
+    """One percentage cell, as the results table writes it (accuracy at the chosen threshold)."""
+    return metric_cell(record, split, variant, key, "chosen" if key == "accuracy" else "plain")
 
 
 def _unit(rows: list[dict]) -> str:
@@ -74,17 +73,13 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
     lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         record = row["record"]
-        metrics = record["metrics"]
-        valid, test = metrics.get("valid", {}), metrics.get("test", {})
         history = record["history"]
         best = best_epoch(record)
         still = "*" if best and history and best["epoch"] == history[-1]["epoch"] else ""
         minutes = record["timings"]["train_seconds"] / 60
-        lines.append(
-            f"| `{row['arm']}` | {row['what']} | {len(history)}{still} | {minutes:.0f} | "
-            f"{_cell(valid.get('single'), 'roc_auc')} | {_cell(test.get('single'), 'roc_auc')} | "
-            f"{_cell(test.get('tta'), 'roc_auc')} | {_cell(test.get('single'), 'accuracy')} | "
-            f"{_cell(test.get('tta'), 'accuracy')} |")
+        scores = [_cell(record, split, variant, key) for split, variant, key in _SCORES]
+        lines.append(f"| `{row['arm']}` | {row['what']} | {len(history)}{still} | "
+                     f"{minutes:.0f} | " + " | ".join(scores) + " |")
     notes = [
         "",
         "Every arm is the MobileNet recipe with one change, trained through notebook 01 on "
@@ -105,15 +100,6 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
     return "\n".join(lines + notes)
 
 
-def replace_study_block(text: str, block: str, name: str = "README.md") -> str:
-    """`text` with the block between the study markers replaced by `block`."""
-    if START not in text or END not in text or text.index(START) > text.index(END):
-        raise PCamError(f"{name} has no {START} ... {END} block for the recipe study; add "
-                        "the two markers where the study table should go")
-    head, rest = text.split(START, 1)
-    return f"{head}{START}\n{block}\n{END}{rest.split(END, 1)[1]}"
-
-
 def update_study_block(text: str, folder: Path, images: Path, prefix: str,
                        name: str = "README.md") -> str:
     """`text` with its study block rebuilt from `folder` (results/study), when both exist.
@@ -130,4 +116,5 @@ def update_study_block(text: str, folder: Path, images: Path, prefix: str,
     if rows:
         plot_study(rows, images / "study.png")
         block += f"\n\n![Recipe study: valid and test ROC AUC per arm]({prefix}/study.png)"
-    return replace_study_block(text, block, name)
+    return replace_block(text, block, name=name, markers=(START, END),
+                         what="recipe study's table")

@@ -45,7 +45,7 @@ def _columns(records: list[dict]) -> list[tuple[str, str]]:
     return columns
 
 
-def _pct(value, ci=None) -> str:
+def percent_cell(value, ci=None) -> str:
     if value is None:
         return DASH
     text = f"{100 * value:.1f}"
@@ -67,16 +67,17 @@ def ci_unit(record: dict, split: str, variant: str = "single") -> str | None:
     return numbers.get("bootstrap_unit", "patches")
 
 
-def _metric_cell(record: dict, split: str, variant: str, key: str, kind: str) -> str:
+def metric_cell(record: dict, split: str, variant: str, key: str, kind: str) -> str:
     if split == "train" and "train" not in (record.get("metrics") or {}):
         entry = best_epoch(record)  # running Keras metrics, threshold 0.5, no CI
-        return _pct(entry.get(_HISTORY_KEYS.get(key, key))) if entry else DASH
+        return percent_cell(entry.get(_HISTORY_KEYS.get(key, key))) if entry else DASH
     numbers = (record.get("metrics") or {}).get(split, {}).get(variant)
     if not numbers:
         return DASH
     if kind == "chosen":
-        return _pct(numbers["at_chosen"][key], numbers.get("ci", {}).get(f"at_chosen.{key}"))
-    return _pct(numbers[key], numbers.get("ci", {}).get(key))
+        ci = numbers.get("ci", {}).get(f"at_chosen.{key}")
+        return percent_cell(numbers["at_chosen"][key], ci)
+    return percent_cell(numbers[key], numbers.get("ci", {}).get(key))
 
 
 def round_sig(value: float, digits: int = 2) -> str:
@@ -125,7 +126,7 @@ def results_table(records: list[dict]) -> str:
     ]
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for label, key, kind in METRIC_ROWS:
-        cells = [_metric_cell(r, s, v, key, kind) for r in records for s, v in columns]
+        cells = [metric_cell(r, s, v, key, kind) for r in records for s, v in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = [ci_unit(r, s, v) or "" for r in records for s, v in columns]
     lines.append(f"| {CI_ROW} | " + " | ".join(cells) + " |")
@@ -135,17 +136,19 @@ def results_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def replace_block(text: str, block: str, *, name: str = "README") -> str:
-    """`text` with everything between the results markers replaced by `block`.
+def replace_block(text: str, block: str, *, name: str = "README",
+                  markers: tuple[str, str] = (START, END), what: str = "results table") -> str:
+    """`text` with everything between `markers` (default the results markers) replaced by `block`.
 
     Raises:
         PCamError: the markers are missing, repeated or out of order.
     """
-    if text.count(START) != 1 or text.count(END) != 1 or text.index(START) > text.index(END):
+    start, end = markers
+    if text.count(start) != 1 or text.count(end) != 1 or text.index(start) > text.index(end):
         raise PCamError(
-            f"{name} needs exactly one `{START}` line followed by one `{END}` line; "
-            "add them where the results table should go"
+            f"{name} needs exactly one `{start}` line followed by one `{end}` line; "
+            f"add them where the {what} should go"
         )
-    head, rest = text.split(START)
-    tail = rest.split(END)[1]
-    return f"{head}{START}\n{block.strip()}\n{END}{tail}"
+    head, rest = text.split(start)
+    tail = rest.split(end)[1]
+    return f"{head}{start}\n{block.strip()}\n{end}{tail}"
