@@ -170,6 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", help="records folder; arms go to RESULTS/study/")
     p.add_argument("--weights-dir", help="folder of mobilenet_v1_<alpha>_imagenet_no_top.h5")
     p.add_argument("--budget-minutes", type=float, default=10.0, help="training minutes an arm")
+    p.add_argument("--plan-minutes", type=float, metavar="MINUTES",
+                   help="train nothing: print the settings that fill MINUTES for each arm, "
+                        "from its costs measured in plan.json (how presets get a budget)")
     p.set_defaults(func=commands.cmd_study)
 
     p = subparsers.add_parser("demo",

@@ -7,6 +7,8 @@ so that `--help` is instant.
 
 import argparse
 
+from pcam.errors import PCamError
+
 
 def cmd_download(args: argparse.Namespace) -> int:
     from pcam.data.download import download
@@ -93,8 +95,16 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from pcam.study import run_study
+    from pcam.study import plan_longer, run_study
 
+    if args.plan_minutes is not None:
+        if not args.arms:
+            raise PCamError("--plan-minutes needs the arms to plan, e.g. finetune-48")
+        for name, settings in plan_longer(args.arms, args.plan_minutes,
+                                          results=args.results).items():
+            print(f"{name}: {args.plan_minutes:g} minutes buy " +
+                  ", ".join(f"{k}={v}" for k, v in settings.items()))
+        return 0
     run_study(args.arms, data_dir=args.data_dir, results=args.results,
               weights_dir=args.weights_dir, budget_minutes=args.budget_minutes)
     return 0

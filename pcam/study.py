@@ -42,13 +42,17 @@ PLAN = "plan.json"
 
 # The arms' common settings, on top of the subset preset's MobileNet: one head
 # epoch, then fine-tune epochs; at least these five, more where the budget allows.
-BASE: dict[str, Any] = {"epochs": 5, "head_epochs": 1, "alpha": 0.5, "published": False}
+# The recipe the study started from is pinned here, so that the preset can take the
+# study's outcome without changing the arms.
+BASE: dict[str, Any] = {"epochs": 5, "head_epochs": 1, "alpha": 0.5, "finetune_layers": 24,
+                        "patience": 5, "published": False}
 # ResNet50 from scratch (arms named scratch-*), for the fair comparison: which of its
 # settings learns most within the same budget. Three epochs (one of warm-up). Scored
 # without TTA: eight ResNet50 passes over test cost about 8 minutes here, and the arms
 # are compared on valid.
-BASE_SCRATCH: dict[str, Any] = {"epochs": 3, "warmup_epochs": 1, "tta": False,
-                                "published": False}
+BASE_SCRATCH: dict[str, Any] = {"epochs": 3, "warmup_epochs": 1, "batch_size": 64,
+                                "learning_rate": 1e-3, "bn_momentum": 0.99, "patience": 5,
+                                "tta": False, "published": False}
 
 # name: (what changes from the baseline, settings). The baseline is MobileNet 0.5
 # at 96 px, its top 24 layers (4 blocks) fine-tuned, every augmentation.
@@ -106,7 +110,9 @@ def arm_config(name: str, *, data_dir=None, weights_dir=None,
         settings["data_dir"] = str(data_dir)
     if model == "mobilenet" and "weights" not in (overrides or {}):
         settings["weights"] = _weights(settings["alpha"], weights_dir)
-    return TrainConfig.for_model(model, "subset", **settings)
+    config = TrainConfig.for_model(model, "subset", **settings)
+    # Patches an epoch come from the arm's plan (every one, unless the budget is short).
+    return config if "max_samples" in settings else config.replace(max_samples=None)
 
 
 def _weights(alpha: float, weights_dir) -> str:
@@ -223,7 +229,6 @@ def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, wei
         PCamError: an unknown arm, a missing weights file, bad data, or a plan
             made for another budget (delete `plan.json` or keep its budget).
     """
-    from pcam.data.h5read import open_split
     from pcam.environment import hardware_info
     from pcam.notebooks import run_notebook
     from pcam.records import RECORD, load_record_file
@@ -242,12 +247,11 @@ def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, wei
     done = []
     for name, config in configs.items():
         if name not in plan["arms"]:
-            n = {s: open_split(config.data_dir, s).length for s in ("train", "valid")}
+            n = _patches(config)
             cost_key = {k: v for k, v in config.to_dict().items() if k not in ("run", "seed")}
             twin = next((a for a in plan["arms"].values() if a["cost_key"] == cost_key), None)
             costs = twin["costs"] if twin else measure_costs(config)
-            settings = plan_budget(config, costs, budget_minutes, n["train"],
-                                   min(n["valid"], config.max_eval_samples or n["valid"]),
+            settings = plan_budget(config, costs, budget_minutes, n["train"], n["valid"],
                                    max_epochs)
             plan["arms"][name] = {"what": ARMS[name][0], "cost_key": cost_key,
                                   "costs": costs, "settings": settings}
@@ -263,6 +267,36 @@ def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, wei
             run_notebook(config, results=folder)
         done.append(folder / name)
     return done
+
+
+def plan_longer(arms: list[str], minutes: float, *, results=None,
+                max_epochs: int = 100) -> dict[str, dict[str, int]]:
+    """Settings that fill `minutes` of training for each arm, from its costs in `plan.json`.
+
+    How the published runs get their budget: the chosen arm's measured costs,
+    planned for the longer budget (`plan_budget`); nothing is trained or measured.
+    """
+    plan_path = results_dir(results) / FOLDER / PLAN
+    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {"arms": {}}
+    planned = {}
+    for name in arms:
+        if name not in plan["arms"]:
+            raise PCamError(f"arm {name!r} has no measured costs in {display_path(plan_path)}; "
+                            f"run `pcam study {name}` first")
+        arm = plan["arms"][name]
+        config = TrainConfig.from_dict({**arm["cost_key"], "run": name})
+        n = _patches(config)
+        planned[name] = plan_budget(config, arm["costs"], minutes, n["train"], n["valid"],
+                                    max_epochs)
+    return planned
+
+
+def _patches(config: TrainConfig) -> dict[str, int]:
+    """{"train", "valid"}: the patches an epoch can train on and validates on."""
+    from pcam.data.h5read import open_split
+
+    n = {s: open_split(config.data_dir, s).length for s in ("train", "valid")}
+    return {"train": n["train"], "valid": min(n["valid"], config.max_eval_samples or n["valid"])}
 
 
 class _BatchTimes(keras.callbacks.Callback):

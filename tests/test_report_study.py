@@ -37,14 +37,17 @@ def test_table_has_a_row_per_complete_arm_in_plan_order(study_folder):
     assert pending_arms(study_folder) == ["size-160"]
     table = study_table(rows, pending_arms(study_folder))
     lines = table.splitlines()
-    assert lines[0].startswith("| arm | change | epochs | train min | valid AUC (%) |")
+    assert lines[0].startswith("| arm | change | epochs | patches an epoch | train min | "
+                               "valid AUC (%) |")
     baseline = rows[0]["record"]
     auc = baseline["metrics"]["test"]["single"]["roc_auc"]
     low, high = baseline["metrics"]["test"]["single"]["ci"]["roc_auc"]
     row = lines[2].split(" | ")
     assert row[0] == "| `baseline`" and row[1] == "the recipe as published"
-    assert row[3] == "45"  # 2700 s of training
-    assert row[5] == f"{100 * auc:.1f} ± {100 * (high - low) / 2:.1f}"
+    max_samples = baseline["config"]["max_samples"]
+    assert row[3] == (f"{max_samples:,}" if max_samples else "all")
+    assert row[4] == "45"  # 2700 s of training
+    assert row[6] == f"{100 * auc:.1f} ± {100 * (high - low) / 2:.1f}"
     assert "Not complete yet: `size-160`." in table
 
 

@@ -1,6 +1,7 @@
 """The recipe study: arms, budget planning, and a short study on synthetic data."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,21 @@ def test_every_arm_is_a_valid_run_differing_from_the_baseline(weights_dir):
         if config["model"] == "mobilenet":
             assert config["weights"].endswith(
                 f"mobilenet_v1_{config['alpha']:g}_imagenet_no_top.h5")
+
+
+def test_committed_plan_holds_the_arms_the_code_defines(weights_dir):
+    """The committed arms were trained with the settings `ARMS` gives today (so a
+    change to the subset preset, which the arms build on, cannot change them)."""
+    from pcam.paths import PROJ_ROOT
+
+    plan = json.loads((PROJ_ROOT / "results" / "study" / "plan.json").read_text())
+    for name, arm in plan["arms"].items():
+        config = study.arm_config(name, data_dir=arm["cost_key"]["data_dir"],
+                                  weights_dir=weights_dir).to_dict()
+        now = {k: v for k, v in config.items() if k not in ("run", "seed", "weights")}
+        planned = {k: v for k, v in arm["cost_key"].items() if k != "weights"}
+        assert json.loads(json.dumps(now)) == planned, name
+        assert Path(config["weights"] or "").name == Path(arm["cost_key"]["weights"] or "").name
 
 
 def test_arm_errors_name_the_problem(tmp_path):
@@ -73,6 +89,34 @@ def test_plan_of_a_from_scratch_run_adds_scratch_epochs():
     costs = {"scratch": 0.001, "score": 0.001}  # 18 s an epoch + 2 s validation
     assert study.plan_budget(config, costs, 1 / study.PLAN_SHARE, train_n=18000,
                              valid_n=2000) == {"epochs": 3, "head_epochs": 0, "max_samples": 17984}
+
+
+def test_longer_plan_uses_the_costs_measured_for_the_study(tmp_path, synthetic_data_dir,
+                                                           weights_dir, capsys):
+    from pcam.cli import main
+
+    config = study.arm_config("baseline", data_dir=synthetic_data_dir, weights_dir=weights_dir,
+                              overrides={"batch_size": 16})
+    cost_key = {k: v for k, v in config.to_dict().items() if k not in ("run", "seed")}
+    costs = {"head": 0.01, "finetune": 0.02, "score": 0.01, "epoch": 0.5}
+    plan = {"budget_minutes": 10.0, "arms": {"baseline": {
+        "what": "", "cost_key": cost_key, "costs": costs,
+        "settings": {"epochs": 5, "head_epochs": 1, "max_samples": 512}}}}
+    (tmp_path / "study").mkdir()
+    (tmp_path / "study" / "plan.json").write_text(json.dumps(plan))
+    # 512 train patches: 5.12 s the head epoch, 10.24 s a fine-tune epoch, each + 3.06 s
+    # validation (256 * 0.01) and checkpoints (0.5). The five planned epochs cost 61.38 s of
+    # the 120 planned (2 minutes, on PLAN_SHARE); the 58.62 s left buy 4 more at 13.3 s.
+    minutes = 2 / study.PLAN_SHARE
+    assert study.plan_longer(["baseline"], minutes, results=tmp_path) == {
+        "baseline": {"epochs": 9, "head_epochs": 1, "max_samples": 512}}
+    assert main(["study", "baseline", "--plan-minutes", str(minutes),
+                 "--results", str(tmp_path)]) == 0
+    assert "baseline: 2.66667 minutes buy epochs=9, head_epochs=1, max_samples=512" in (
+        capsys.readouterr().out)
+    with pytest.raises(PCamError, match="arm 'size-128' has no measured costs in .*plan.json; "
+                                        "run `pcam study size-128` first"):
+        study.plan_longer(["size-128"], 45, results=tmp_path)
 
 
 @pytest.mark.slow

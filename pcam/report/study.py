@@ -68,9 +68,9 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
     """Markdown: the study table and the notes under it."""
     if not rows:
         return "No arm of the recipe study is complete yet (`python -m pcam study`)."
-    header = ("| arm | change | epochs | train min | valid AUC (%) | test AUC (%) | "
-              "test AUC TTA (%) | test acc (%) | test acc TTA (%) |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ("| arm | change | epochs | patches an epoch | train min | valid AUC (%) | "
+              "test AUC (%) | test AUC TTA (%) | test acc (%) | test acc TTA (%) |")
+    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         record = row["record"]
         history = record["history"]
@@ -78,14 +78,19 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
         still = "*" if best and history and best["epoch"] == history[-1]["epoch"] else ""
         minutes = record["timings"]["train_seconds"] / 60
         scores = [_cell(record, split, variant, key) for split, variant, key in _SCORES]
-        lines.append(f"| `{row['arm']}` | {row['what']} | {len(history)}{still} | "
+        patches = record["config"].get("max_samples")
+        patches = f"{patches:,}" if patches else "all"
+        lines.append(f"| `{row['arm']}` | {row['what']} | {len(history)}{still} | {patches} | "
                      f"{minutes:.0f} | " + " | ".join(scores) + " |")
     notes = [
         "",
-        "Every arm is the MobileNet recipe with one change, trained through notebook 01 on "
-        "the PCam subset with the same training-time budget: what a training patch costs "
-        "under the arm's settings was measured on this machine first, and the arm got as "
-        "many epochs over every training patch (in whole batches) as fit the budget "
+        "Every arm is one change to a recipe, trained through its notebook on the PCam "
+        "subset with the same training-time budget: the MobileNet arms change the transfer "
+        "recipe (notebook 01), the `scratch-*` arms ResNet50 from scratch (notebook 02, "
+        "scored without TTA: eight ResNet50 passes over test cost minutes here). What a "
+        "training patch costs under the arm's settings was measured on this machine first, "
+        "and the arm got as many epochs over every training patch (in whole batches) as fit "
+        "the budget, or, where its planned epochs did not fit, fewer patches an epoch "
         "(`pcam.study`, "
         "`results/study/plan.json`). *epochs*: epochs run (early stopping on valid AUC may "
         "end an arm before its budget); `*`: the best valid AUC came in the last epoch, so "
