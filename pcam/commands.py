@@ -36,10 +36,13 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
 def cmd_import_images(args: argparse.Namespace) -> int:
     from pcam.data.import_images import import_images
 
-    import_images(
+    info = import_images(
         args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed,
         overwrite=args.overwrite,
     )
+    for name, n in info["splits"].items():
+        print(f"{name}: {n:,} patches ({info['positives'][name]:,} positive): "
+              f"{info['mapping'][name]}")
     return 0
 
 

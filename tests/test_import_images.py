@@ -104,6 +104,19 @@ def test_holdout_is_stratified_and_valid_becomes_test(tmp_path):
     assert info["holdout"] == 10 and info["seed"] == 3
 
 
+def test_command_prints_what_each_split_holds(tmp_path, capsys):
+    from pcam.cli import main
+
+    _class_folder(tmp_path / "src" / "train", 20)
+    _class_folder(tmp_path / "src" / "valid", 5, first=200)
+    assert main(["import-images", str(tmp_path / "src"), "--data-dir", str(tmp_path / "out"),
+                 "--holdout", "10"]) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "train: 30 patches (15 positive): src/train minus the 10 held out",
+        "valid: 10 patches (5 positive): 10 held out from src/train (stratified, seed 0)",
+        "test: 10 patches (5 positive): src/valid"]
+
+
 @pytest.mark.parametrize(
     ("holdout", "make_test", "message"),
     [(40, False, "must be smaller than the 40"), (2, True, "src/test exists too")],
