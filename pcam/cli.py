@@ -12,9 +12,9 @@ import tempfile
 import threading
 
 from pcam import commands, native_stderr
-from pcam.config import PRESETS
 from pcam.data.spec import SPLITS
 from pcam.errors import user_message
+from pcam.presets import PRESETS
 
 
 def _positive_int(text: str) -> int:
@@ -92,7 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = subparsers.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
     p.add_argument("--model", required=True, help="mobilenet or resnet50")
     p.add_argument("--preset", choices=PRESETS,
-                   help="named settings: smoke, demo, subset, full (pcam.config.PRESETS)")
+                   help="named settings: smoke, demo, subset, full (pcam.presets.PRESETS)")
     p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
     p.add_argument("--log-output", action="store_true", dest="log_output",
                    help="stream every cell output, not only the epoch lines")

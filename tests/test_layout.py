@@ -19,9 +19,9 @@ LAYERS = (
     ("evaluation", ("pcam.evaluation",)),
     ("models", ("pcam.models",)),
     ("data", ("pcam.data",)),
-    ("base", ("pcam.config", "pcam.records", "pcam.record_schema", "pcam.runlock",
-              "pcam.fileio", "pcam.compat", "pcam.paths", "pcam.errors", "pcam.native_stderr",
-              "pcam.environment", "pcam.data.spec", "pcam")),
+    ("base", ("pcam.config", "pcam.presets", "pcam.records", "pcam.record_schema",
+              "pcam.runlock", "pcam.fileio", "pcam.compat", "pcam.paths", "pcam.errors",
+              "pcam.native_stderr", "pcam.environment", "pcam.data.spec", "pcam")),
 )
 MAX_LINES = 300
 

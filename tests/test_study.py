@@ -8,6 +8,7 @@ import pytest
 from pcam import study
 from pcam.errors import PCamError
 from pcam.records import read_record
+from pcam.train import budget
 
 
 @pytest.fixture
@@ -60,11 +61,11 @@ def test_arm_errors_name_the_problem(tmp_path):
 def test_plan_fills_the_budget_with_epochs_over_every_patch(weights_dir):
     config = study.arm_config("baseline", weights_dir=weights_dir)  # 1 head + 4 fine-tune
     costs = {"head": 0.001, "finetune": 0.002, "score": 0.001}
-    plan = study.plan_budget(config, costs, 10 / study.PLAN_SHARE, train_n=18000, valid_n=2000)
+    plan = budget.plan_budget(config, costs, 10 / budget.PLAN_SHARE, train_n=18000, valid_n=2000)
     # 18 s head, then 36 s a fine-tune epoch, each + 2 s validation: 20 + 15 * 38 = 590 s
     assert plan == {"epochs": 16, "head_epochs": 1, "max_samples": 17984}
     head_only = study.arm_config("head-only", weights_dir=weights_dir)
-    assert study.plan_budget(head_only, costs, 10 / study.PLAN_SHARE, train_n=18000,
+    assert budget.plan_budget(head_only, costs, 10 / budget.PLAN_SHARE, train_n=18000,
                              valid_n=2000) == {
         "epochs": 30, "head_epochs": 30, "max_samples": 17984}  # 20 s an epoch; capped at 30
 
@@ -72,14 +73,14 @@ def test_plan_fills_the_budget_with_epochs_over_every_patch(weights_dir):
 def test_plan_shortens_epochs_of_an_arm_too_slow_for_five(weights_dir):
     config = study.arm_config("size-160", weights_dir=weights_dir)
     costs = {"head": 0.004, "finetune": 0.01, "score": 0.003}
-    plan = study.plan_budget(config, costs, 10 / study.PLAN_SHARE, train_n=18000, valid_n=2000)
+    plan = budget.plan_budget(config, costs, 10 / budget.PLAN_SHARE, train_n=18000, valid_n=2000)
     assert plan["epochs"] == 5 and plan["head_epochs"] == 1
     samples = plan["max_samples"]
     assert samples % config.batch_size == 0
     spent = samples * (0.004 + 4 * 0.01) + 5 * 2000 * 0.003
     assert 600 - config.batch_size * 0.044 < spent <= 600
     with pytest.raises(PCamError, match="a 0.5-minute budget buys 0 patches"):
-        study.plan_budget(config, costs, 0.5, train_n=18000, valid_n=2000)
+        budget.plan_budget(config, costs, 0.5, train_n=18000, valid_n=2000)
 
 
 def test_plan_of_a_from_scratch_run_adds_scratch_epochs():
@@ -87,7 +88,7 @@ def test_plan_of_a_from_scratch_run_adds_scratch_epochs():
 
     config = TrainConfig.for_model("resnet50", epochs=2, run="r")
     costs = {"scratch": 0.001, "score": 0.001}  # 18 s an epoch + 2 s validation
-    assert study.plan_budget(config, costs, 1 / study.PLAN_SHARE, train_n=18000,
+    assert budget.plan_budget(config, costs, 1 / budget.PLAN_SHARE, train_n=18000,
                              valid_n=2000) == {"epochs": 3, "head_epochs": 0, "max_samples": 17984}
 
 
@@ -107,7 +108,7 @@ def test_longer_plan_uses_the_costs_measured_for_the_study(tmp_path, synthetic_d
     # 512 train patches: 5.12 s the head epoch, 10.24 s a fine-tune epoch, each + 3.06 s
     # validation (256 * 0.01) and checkpoints (0.5). The five planned epochs cost 61.38 s of
     # the 120 planned (2 minutes, on PLAN_SHARE); the 58.62 s left buy 4 more at 13.3 s.
-    minutes = 2 / study.PLAN_SHARE
+    minutes = 2 / budget.PLAN_SHARE
     assert study.plan_longer(["baseline"], minutes, results=tmp_path) == {
         "baseline": {"epochs": 9, "head_epochs": 1, "max_samples": 512}}
     assert main(["study", "baseline", "--plan-minutes", str(minutes),
