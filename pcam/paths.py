@@ -66,11 +66,14 @@ def display_path(path: str | os.PathLike) -> str:
     Used for anything written into records and figures, so committed files
     carry no machine paths.
     """
-    path = Path(path).resolve()
-    try:
-        return path.relative_to(PROJ_ROOT).as_posix()
-    except ValueError:
-        return "<external>/" + "/".join(path.parts[-2:])
+    # a link inside the project (data/pcam-subset -> elsewhere) keeps its
+    # project name, so the report can find the folder again from the record
+    for candidate in (Path(os.path.abspath(path)), Path(path).resolve()):
+        try:
+            return candidate.relative_to(PROJ_ROOT).as_posix()
+        except ValueError:
+            continue
+    return "<external>/" + "/".join(candidate.parts[-2:])
 
 
 def from_display_path(stored: str | None) -> Path | None:

@@ -185,3 +185,20 @@ def test_protocol_says_timings_vary(dirty_runs):
     assert "| train time (min) | 45 |  |  |  | 45 |  |  |  |" in lines  # 2,701 s and 2,702 s
     assert ("Timings are rounded to two significant figures: on a shared machine they vary up "
             "to 2x between runs.") in readme.read_text()
+
+
+def test_display_path_keeps_the_project_name_of_a_linked_data_folder(tmp_path, monkeypatch):
+    """data/pcam-subset as a link to a folder elsewhere is recorded as data/pcam-subset,
+    so `pcam report` finds it again; a folder outside the project keeps only its last parts."""
+    from pcam import paths
+
+    project, elsewhere = tmp_path / "repo", tmp_path / "store" / "pcam-subset"
+    (project / "data").mkdir(parents=True)
+    elsewhere.mkdir(parents=True)
+    (project / "data" / "pcam-subset").symlink_to(elsewhere)
+    monkeypatch.setattr(paths, "PROJ_ROOT", project)
+
+    assert paths.display_path(project / "data" / "pcam-subset") == "data/pcam-subset"
+    assert paths.from_display_path("data/pcam-subset") == project / "data" / "pcam-subset"
+    assert paths.display_path(elsewhere) == "<external>/store/pcam-subset"
+    assert paths.from_display_path("<external>/store/pcam-subset") is None
