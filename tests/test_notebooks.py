@@ -170,10 +170,9 @@ def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_pat
     assert tidied.metadata["papermill"] == {"input_path": "notebooks/x.ipynb",
                                             "output_path": "results/x.ipynb"}
 def test_report_reproduces_committed_readme(tmp_path):
-    """`python -m pcam report --allow-dirty` on the committed records gives the committed README.
+    """`python -m pcam report` on the committed records gives the committed README.
 
-    The published runs were trained from a dirty tree: until they are retrained
-    from a clean one, the table is rebuilt with --allow-dirty and says so.
+    Without --allow-dirty: the published runs were trained from a clean tree.
     """
     from pcam.report.build import build_report
 
@@ -181,7 +180,7 @@ def test_report_reproduces_committed_readme(tmp_path):
     shutil.copy(PROJ_ROOT / "README.md", readme)
     shutil.copytree(PROJ_ROOT / "images", tmp_path / "images")
     build_report(results=PROJ_ROOT / "results", readme=readme, images=tmp_path / "images",
-                 gradcam=False, allow_dirty=True)
+                 gradcam=False)
     assert readme.read_text() == (PROJ_ROOT / "README.md").read_text()
 
 
