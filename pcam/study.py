@@ -66,6 +66,7 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
                   {"augment": ("dihedral", "shift", "hed")}),
     "baseline-seed1": ("the baseline, seed 1", {"seed": 1}),
     "baseline-seed2": ("the baseline, seed 2", {"seed": 2}),
+    "finetune-48-seed1": ("finetune-48, seed 1", {"finetune_layers": 48, "seed": 1}),
     "scratch-baseline": ("ResNet50 from scratch as published: batch 64, learning rate 1e-3, "
                          "BatchNorm momentum 0.99", {"model": "resnet50"}),
     "scratch-bn0.9": ("ResNet50, BatchNorm momentum 0.9", {"model": "resnet50",
