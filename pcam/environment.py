@@ -26,8 +26,11 @@ def git_state() -> dict:
     """{"commit": sha or None, "dirty": bool or None}; None where git is unavailable."""
     try:
         commit = _git("rev-parse", "HEAD")
-        # Untracked files (data, results) do not make a run irreproducible.
-        dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+        # Untracked files (data) do not make a run irreproducible, nor do changes under
+        # results/: what runs write there (records, the study's plan.json) is their
+        # output, and the settings it fed a run are in that run's record.
+        dirty = bool(_git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                          ":(exclude)results"))
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
     return {"commit": commit, "dirty": dirty}

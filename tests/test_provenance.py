@@ -202,3 +202,31 @@ def test_display_path_keeps_the_project_name_of_a_linked_data_folder(tmp_path, m
     assert paths.from_display_path("data/pcam-subset") == project / "data" / "pcam-subset"
     assert paths.display_path(elsewhere) == "<external>/store/pcam-subset"
     assert paths.from_display_path("<external>/store/pcam-subset") is None
+
+
+def test_git_state_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypatch):
+    """A change to tracked code makes a run dirty; one under results/ (a record, the
+    study's plan.json, written by runs themselves) does not."""
+    import subprocess
+
+    from pcam import environment
+
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       cwd=tmp_path, check=True, capture_output=True)
+
+    (tmp_path / "results" / "study").mkdir(parents=True)
+    (tmp_path / "code.py").write_text("x = 1\n")
+    (tmp_path / "results" / "study" / "plan.json").write_text("{}\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "start")
+    monkeypatch.setattr(environment, "PROJ_ROOT", tmp_path)
+
+    assert environment.git_state()["dirty"] is False
+    (tmp_path / "results" / "study" / "plan.json").write_text('{"arms": {}}\n')
+    (tmp_path / "untracked.h5").write_bytes(b"data")
+    assert environment.git_state()["dirty"] is False
+    (tmp_path / "code.py").write_text("x = 2\n")
+    state = environment.git_state()
+    assert state["dirty"] is True and len(state["commit"]) == 40
