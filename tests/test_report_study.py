@@ -73,3 +73,35 @@ def test_unreadable_plan_names_the_file(study_folder):
     (study_folder / "plan.json").write_text("{")
     with pytest.raises(PCamError, match=r"cannot read the study plan .*plan.json"):
         study_rows(study_folder)
+
+
+def test_arms_from_a_dirty_tree_are_named_under_the_table(study_folder):
+    """An arm whose record says it trained with uncommitted changes is named with its
+    commit; a clean arm is not."""
+    path = study_folder / "aug-none"
+    record = records.read_record(path)
+    record["environment"]["git"] = {"commit": "40fb09e" + "0" * 33, "dirty": True}
+    records.write_record(path, record)
+    rows = study_rows(study_folder)
+    assert not rows[0]["record"]["environment"]["git"]["dirty"]  # baseline stays clean
+
+    table = study_table(rows)
+    assert ("**Dirty tree:** `aug-none` (commit 40fb09e) trained with uncommitted changes "
+            "in the tree") in table
+    assert "`baseline`" not in table.split("**Dirty tree:**")[1]
+
+
+def test_rows_put_mobilenet_first_and_each_seed_after_its_arm(tmp_path):
+    """Plan order is the order arms were first run; the table groups by model and puts
+    `<arm>-seed<N>` under `<arm>`."""
+    folder = tmp_path / "study"
+    folder.mkdir()
+    arms = {"baseline": "mobilenet", "scratch-x": "resnet50", "aug-none": "mobilenet",
+            "baseline-seed1": "mobilenet", "scratch-x-seed1": "resnet50"}
+    plan = {"budget_minutes": 10.0, "hardware": {}, "arms": {
+        arm: {"what": arm, "cost_key": {}, "costs": {}, "settings": {}} for arm in arms}}
+    (folder / "plan.json").write_text(json.dumps(plan))
+    for seed, (arm, model) in enumerate(arms.items()):
+        make_run(folder, arm, model, published=False, seed=seed)
+    assert [r["arm"] for r in study_rows(folder)] == [
+        "baseline", "baseline-seed1", "aug-none", "scratch-x", "scratch-x-seed1"]

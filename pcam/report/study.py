@@ -7,6 +7,7 @@ minutes it took, and valid and test scores with 95% bootstrap intervals.
 """
 
 import json
+import re
 from pathlib import Path
 
 from pcam.errors import PCamError
@@ -21,7 +22,8 @@ _SCORES = (("valid", "single", "roc_auc"), ("test", "single", "roc_auc"),
 
 
 def study_rows(folder: str | Path) -> list[dict]:
-    """The complete arms in `folder` (results/study), in the plan's order.
+    """The complete arms in `folder` (results/study): MobileNet's, then the from-scratch
+    ones, each in the plan's order but for `<arm>-seed<N>`, which follows `<arm>`.
 
     Each row: `arm`, `what`, `record`. An arm still training, or one whose
     record is missing, is left out (and counted by `pending_arms`).
@@ -34,7 +36,14 @@ def study_rows(folder: str | Path) -> list[dict]:
         record = load_record_file(path) if path.is_file() else None
         if record is not None and record["status"] == "complete":
             rows.append({"arm": arm, "what": entry["what"], "record": record})
-    return rows
+    order = {row["arm"]: rank for rank, row in enumerate(rows)}
+
+    def key(row):
+        parent = re.sub(r"-seed\d+$", "", row["arm"])
+        return (row["record"]["model"] != "mobilenet", order.get(parent, order[row["arm"]]),
+                row["arm"] != parent, order[row["arm"]])
+
+    return sorted(rows, key=key)
 
 
 def pending_arms(folder: str | Path) -> list[str]:
@@ -62,6 +71,16 @@ def _unit(rows: list[dict]) -> str:
     units = {((r["record"]["metrics"].get("test") or {}).get("single") or {}).get(
         "bootstrap_unit", "patches") for r in rows}
     return units.pop() if len(units) == 1 else "slides or patches (see each record)"
+
+
+def _dirty_arms(rows: list[dict]) -> dict[str, list[str]]:
+    """{short commit: [arms]} of the arms trained from a dirty tree, in table order."""
+    found: dict[str, list[str]] = {}
+    for row in rows:
+        git = row["record"]["environment"].get("git") or {}
+        if git.get("dirty"):
+            found.setdefault((git.get("commit") or "unknown")[:7], []).append(row["arm"])
+    return found
 
 
 def study_table(rows: list[dict], pending: list[str] = ()) -> str:
@@ -99,6 +118,14 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
         f"± is the half-width of a bootstrap 95% interval over {_unit(rows)}. Choices are made on "
         "valid only; test is reported, never used to choose.",
     ]
+    dirty = _dirty_arms(rows)
+    if dirty:
+        notes.append("")
+        notes.append("**Dirty tree:** " + "; ".join(
+            f"{', '.join(f'`{a}`' for a in arms)} (commit {commit})"
+            for commit, arms in dirty.items()) + " trained with uncommitted changes in the "
+            "tree, which the records do not store: they trace to that commit only up to "
+            "those changes.")
     if pending:
         notes.append("")
         notes.append(f"Not complete yet: {', '.join(f'`{a}`' for a in pending)}.")
