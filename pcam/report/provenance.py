@@ -17,7 +17,8 @@ def _git(record: dict) -> dict:
     return (record.get("environment") or {}).get("git") or {}
 
 
-def _commit(record: dict) -> str:
+def short_commit(record: dict) -> str:
+    """The commit a run was trained at, 7 hex digits ("unknown" without git)."""
     commit = _git(record).get("commit")
     return commit[:7] if commit else "unknown"
 
@@ -37,7 +38,7 @@ def check_clean(records: list[dict], *, allow_dirty: bool = False) -> None:
     dirty = dirty_runs(records)
     if not dirty or allow_dirty:
         return
-    names = ", ".join(f"{r['run']} (commit {_commit(r)})" for r in dirty)
+    names = ", ".join(f"{r['run']} (commit {short_commit(r)})" for r in dirty)
     one = len(dirty) == 1
     raise PCamError(
         f"published run{'' if one else 's'} {names} {'was' if one else 'were'} trained from a "
@@ -51,7 +52,7 @@ def dirty_note(records: list[dict]) -> str:
     dirty = dirty_runs(records)
     if not dirty:
         return ""
-    runs = "; ".join(f"run `{r['run']}`: made from a dirty tree at commit {_commit(r)}"
+    runs = "; ".join(f"run `{r['run']}`: made from a dirty tree at commit {short_commit(r)}"
                      for r in dirty)
     return (f"**Dirty tree:** {runs}. The uncommitted changes are not stored, so these "
             "numbers cannot be traced to a commit exactly; retraining from a clean tree "

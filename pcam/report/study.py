@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pcam.errors import PCamError
 from pcam.records import load_record_file
+from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import best_epoch, metric_cell, replace_block
 
 START, END = "<!-- study:start -->", "<!-- study:end -->"
@@ -76,10 +77,8 @@ def _unit(rows: list[dict]) -> str:
 def _dirty_arms(rows: list[dict]) -> dict[str, list[str]]:
     """{short commit: [arms]} of the arms trained from a dirty tree, in table order."""
     found: dict[str, list[str]] = {}
-    for row in rows:
-        git = row["record"]["environment"].get("git") or {}
-        if git.get("dirty"):
-            found.setdefault((git.get("commit") or "unknown")[:7], []).append(row["arm"])
+    for record in dirty_runs([row["record"] for row in rows]):
+        found.setdefault(short_commit(record), []).append(record["run"])
     return found
 
 
