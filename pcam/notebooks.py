@@ -170,6 +170,15 @@ def _applicable(model: str, given: dict) -> dict:
     return {k: v for k, v in given.items() if k not in skip}
 
 
+def _abandoned_cell(record: logging.LogRecord) -> bool:
+    """False for asyncio's "Task exception was never retrieved" about the cell an interrupt
+    left running: its kernel was shut down on purpose, so its DeadKernelError is expected."""
+    from nbclient.exceptions import DeadKernelError
+
+    error = record.exc_info[1] if record.exc_info else None
+    return not isinstance(error, DeadKernelError)
+
+
 def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> None:
     import papermill
 
@@ -189,6 +198,9 @@ def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> 
             papermill.execute_notebook(str(source), str(target), parameters=parameters,
                                        kernel_name="python3", cwd=str(PROJ_ROOT),
                                        progress_bar=False, log_output=True)
+    except KeyboardInterrupt:  # papermill shut the kernel down: the cell it left fails late
+        logging.getLogger("asyncio").addFilter(_abandoned_cell)
+        raise
     except papermill.PapermillExecutionError as error:
         message = error.evalue if error.ename == "PCamError" else wrapped_message(error.evalue)
         if message:  # ours, or ours wrapped by TensorFlow (a corrupt chunk met by fit)
