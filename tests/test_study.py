@@ -50,6 +50,34 @@ def test_committed_plan_holds_the_arms_the_code_defines(weights_dir):
         assert Path(config["weights"] or "").name == Path(arm["cost_key"]["weights"] or "").name
 
 
+# The arm each published run takes (README "How the published runs were made").
+PUBLISHED_ARMS = {"mobilenet": "finetune-48", "resnet50": "scratch-bn0.9-lr3e-3"}
+
+
+def test_subset_preset_is_the_chosen_arms_planned_for_30_minutes():
+    """`PRESETS["subset"]` is each model's chosen arm with the epochs and patches that
+    `pcam study ARM --plan-minutes 30` gives from the committed costs (needs the subset,
+    whose length the plan divides)."""
+    from pcam.config import TrainConfig
+    from pcam.data.h5read import open_split
+    from pcam.paths import PROJ_ROOT
+
+    data = PROJ_ROOT / "data" / "pcam-subset"
+    if not (data / "camelyonpatch_level_2_split_train_x.h5").exists():
+        pytest.skip(f"no imported subset at {data} (README: `python -m pcam import-images "
+                    "PCAM_SUBSET_DIR --data-dir data/pcam-subset --holdout 2000`)")
+    planned = study.plan_longer(list(PUBLISHED_ARMS.values()), 30)
+    train_n = open_split(data, "train").length
+    for model, arm in PUBLISHED_ARMS.items():
+        preset = TrainConfig.for_model(model, "subset").to_dict()
+        expected = {**study.arm_config(arm, data_dir=data).to_dict(), **planned[arm]}
+        if expected["max_samples"] == train_n - train_n % preset["batch_size"]:
+            expected["max_samples"] = None  # every patch: the preset keeps the last small batch
+        differ = {k: (preset[k], expected[k]) for k in preset if preset[k] != expected[k]}
+        assert set(differ) == {"run", "patience", "published"}, (model, differ)
+        assert preset["published"] and preset["patience"] == 10
+
+
 def test_arm_errors_name_the_problem(tmp_path):
     with pytest.raises(PCamError, match="unknown study arm 'size-999'; arms: baseline"):
         study.arm_config("size-999")
