@@ -48,8 +48,8 @@ BASE_SCRATCH: dict[str, Any] = {"epochs": 3, "warmup_epochs": 1, "batch_size": 6
 # name: (what changes from the baseline, settings). The baseline is MobileNet 0.5
 # at 96 px, its top 24 layers (4 blocks) fine-tuned, every augmentation.
 ARMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "baseline": ("the recipe as published: alpha 0.5, 96 px, top 24 layers, all augmentations",
-                 {}),
+    "baseline": ("the starting recipe (published before the study): alpha 0.5, 96 px, "
+                 "top 24 layers, all augmentations", {}),
     "head-only": ("no fine-tuning: only the new head trains, on the frozen base",
                   {"head_epochs": 5}),
     "finetune-12": ("fine-tune the top 12 layers (2 blocks)", {"finetune_layers": 12}),
@@ -67,8 +67,8 @@ ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "baseline-seed1": ("the baseline, seed 1", {"seed": 1}),
     "baseline-seed2": ("the baseline, seed 2", {"seed": 2}),
     "finetune-48-seed1": ("finetune-48, seed 1", {"finetune_layers": 48, "seed": 1}),
-    "scratch-baseline": ("ResNet50 from scratch as published: batch 64, learning rate 1e-3, "
-                         "BatchNorm momentum 0.99", {"model": "resnet50"}),
+    "scratch-baseline": ("ResNet50 from scratch, its starting recipe: batch 64, "
+                         "learning rate 1e-3, BatchNorm momentum 0.99", {"model": "resnet50"}),
     "scratch-bn0.9": ("ResNet50, BatchNorm momentum 0.9", {"model": "resnet50",
                                                            "bn_momentum": 0.9}),
     "scratch-batch32": ("ResNet50, batch 32 (twice the steps)", {"model": "resnet50",
