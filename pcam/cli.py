@@ -84,7 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=SPLITS, help="split name when SRC holds one split")
     p.add_argument("--holdout", type=_non_negative_int, default=0, help="hold out this many "
                    "train patches (stratified) as valid; SRC's valid becomes test")
-    p.add_argument("--seed", type=_non_negative_int, default=0, help="seed of the hold-out draw")
+    p.add_argument("--test-from-valid", type=_non_negative_int, default=0, dest="test_from_valid",
+                   help="move this many of SRC's valid patches (stratified) to test; train stays "
+                   "whole, and valid and test come from slides train does not hold")
+    p.add_argument("--seed", type=_non_negative_int, default=0,
+                   help="seed of the hold-out draws and the file order")
     p.add_argument("--overwrite", action="store_true",
                    help="replace or delete split files already in the folder (one line each)")
     p.set_defaults(func=commands.cmd_import_images)
@@ -103,6 +107,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, dest="batch_size")
     p.add_argument("--max-samples", type=int, dest="max_samples")
     p.add_argument("--max-eval-samples", type=int, dest="max_eval_samples")
+    p.add_argument("--steps-per-epoch", type=int, dest="steps_per_epoch",
+                   help="batches an epoch, drawn anew each epoch (default: one whole pass)")
+    p.add_argument("--planned-minutes", type=float, dest="planned_minutes",
+                   help="training minutes a budget plan predicted (recorded beside the realised)")
     p.add_argument("--alpha", type=float)
     p.add_argument("--image-size", type=int, dest="image_size",
                    help="transfer: backbone input side, 32-512; above 96 patches are upsampled")
@@ -164,12 +172,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-output", action="store_true", help="stream cell outputs")
     p.set_defaults(func=commands.cmd_notebooks)
 
-    p = subparsers.add_parser("study", help="the recipe study: one change per arm, same budget")
-    p.add_argument("arms", nargs="*", help="arms to run (default: all; pcam.study.ARMS)")
+    p = subparsers.add_parser("study", help="budgeted runs on the subset: the recipe study "
+                              "(one change per arm, two seeds) or the budget and data curves")
+    p.add_argument("arms", nargs="*", help="arms to run (default: all of the experiment's; "
+                   "pcam.study.EXPERIMENTS)")
+    p.add_argument("--experiment", choices=("study", "curves"), default="study",
+                   help="study (default) or curves; arms go to RESULTS/<experiment>/")
     _add_data_dir(p)
-    p.add_argument("--results", help="records folder; arms go to RESULTS/study/")
+    p.add_argument("--results", help="records folder (default: results/)")
     p.add_argument("--weights-dir", help="folder of mobilenet_v1_<alpha>_imagenet_no_top.h5")
-    p.add_argument("--budget-minutes", type=float, default=10.0, help="training minutes an arm")
     p.add_argument("--plan-minutes", type=float, metavar="MINUTES",
                    help="train nothing: print the settings that fill MINUTES for each arm, "
                         "from its costs measured in plan.json (how presets get a budget)")

@@ -38,7 +38,7 @@ def cmd_import_images(args: argparse.Namespace) -> int:
 
     info = import_images(
         args.src, args.data_dir, split=args.split, holdout=args.holdout, seed=args.seed,
-        overwrite=args.overwrite,
+        test_from_valid=args.test_from_valid, overwrite=args.overwrite,
     )
     for name, n in info["splits"].items():
         print(f"{name}: {n:,} patches ({info['positives'][name]:,} positive): "
@@ -104,12 +104,14 @@ def cmd_study(args: argparse.Namespace) -> int:
         if not args.arms:
             raise PCamError("--plan-minutes needs the arms to plan, e.g. finetune-48")
         for name, settings in plan_longer(args.arms, args.plan_minutes,
+                                          experiment=args.experiment,
+                                          data_dir=args.data_dir,
                                           results=args.results).items():
             print(f"{name}: {args.plan_minutes:g} minutes buy " +
                   ", ".join(f"{k}={v}" for k, v in settings.items()))
         return 0
-    run_study(args.arms, data_dir=args.data_dir, results=args.results,
-              weights_dir=args.weights_dir, budget_minutes=args.budget_minutes)
+    run_study(args.arms, experiment=args.experiment, data_dir=args.data_dir,
+              results=args.results, weights_dir=args.weights_dir)
     return 0
 
 

@@ -62,6 +62,12 @@ class TrainConfig:
             replicas the global batch is R times larger, see `pcam.train.distribute`).
         max_samples: use at most this many training patches (None: all).
         max_eval_samples: use at most this many valid/test patches (None: all).
+        steps_per_epoch: train this many batches an epoch, drawn anew each epoch
+            from every training patch (None: one whole pass). The budget planner
+            sets it only when a budget buys less than one whole epoch.
+        planned_minutes: the training minutes the budget planner predicted for
+            these epochs (None: not planned); the record puts the realised
+            minutes beside them.
         alpha: MobileNet width multiplier (0.25, 0.5, 0.75 or 1.0).
         image_size: side of the pretrained backbone's input, 32-512; above 96 the
             patch is upsampled (bilinear) inside the model, nearer ImageNet's scale.
@@ -96,6 +102,8 @@ class TrainConfig:
     batch_size: int = 64
     max_samples: int | None = None
     max_eval_samples: int | None = None
+    steps_per_epoch: int | None = None
+    planned_minutes: float | None = None
     alpha: float = 1.0
     image_size: int = 96
     weights: str | None = "imagenet"
@@ -141,6 +149,12 @@ class TrainConfig:
             _check_int("max_samples", self.max_samples, 1)
         if self.max_eval_samples is not None:
             _check_int("max_eval_samples", self.max_eval_samples, 1)
+        if self.steps_per_epoch is not None:
+            _check_int("steps_per_epoch", self.steps_per_epoch, 1)
+        if self.planned_minutes is not None:
+            _check_float("planned_minutes", self.planned_minutes)
+            if not self.planned_minutes > 0:
+                raise PCamError(f"planned_minutes={self.planned_minutes}: use a positive number")
         _check_int("warmup_epochs", self.warmup_epochs, 0)
         _check_int("patience", self.patience, 1)
         _check_int("finetune_layers", self.finetune_layers, 0)

@@ -37,7 +37,8 @@ def git_state() -> dict:
 
 
 def hardware_info() -> dict:
-    """CPU model, logical cores, memory in GiB and the GPUs TensorFlow sees."""
+    """CPU model, logical cores (all, and those this process may use), memory in GiB
+    and the GPUs TensorFlow sees."""
     import psutil
     import tensorflow as tf
 
@@ -48,9 +49,18 @@ def hardware_info() -> dict:
     return {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
+        "cpus_used": _cpus_used(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "gpus": gpus,
     }
+
+
+def _cpus_used() -> int | None:
+    """Cores this process may run on (a `taskset` or container limit), where the OS says."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # not on Linux
+        return os.cpu_count()
 
 
 def _git(*args: str) -> str:

@@ -239,10 +239,12 @@ def _from_root(value: Any) -> Any:
 
     The kernel runs in the project root; relative paths keep machine paths out
     of executed notebooks. Values that are not paths ("imagenet", None) pass.
+    Links are kept, not resolved: `data/pcam-subset` stays that even when it
+    links to a folder elsewhere, so no machine path reaches the notebook.
     """
     if not isinstance(value, str) or value in ("imagenet", "none", ""):
         return value
-    return os.path.relpath(Path(value).resolve(), PROJ_ROOT)
+    return os.path.relpath(os.path.abspath(os.path.expanduser(value)), PROJ_ROOT)
 
 
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl), which reach stderr

@@ -120,7 +120,8 @@ def validate(record: Any) -> None:
 
 # Settings added to the schema-1 config after records were written, with the value
 # those runs used (the schema lists them as optional; `migrate` fills them in).
-ADDED_SETTINGS = {"bn_momentum": 0.99, "image_size": 96}
+ADDED_SETTINGS = {"bn_momentum": 0.99, "image_size": 96, "steps_per_epoch": None,
+                  "planned_minutes": None}
 
 
 def migrate(record: Any) -> dict:

@@ -1,20 +1,27 @@
-"""The recipe study: what each ingredient of the transfer recipe adds, under one budget.
+"""Budgeted experiments on the PCam subset: the recipe study and the budget and data curves.
 
-Every arm is the subset preset's MobileNet run with one change (`ARMS`),
-trained through notebook 01 like any run, into `results/study/<arm>/`; the
-`scratch-*` arms do the same for ResNet50 from scratch (notebook 02). Each arm
-gets the same training-time budget (`BUDGET_MINUTES`): before an arm first
-trains, what one training patch costs under its settings (model width, input
-size, trainable layers, augmentations) is measured on this machine, and its
-epochs (each over every training patch) are as many as fit the budget with
-their validation passes and checkpoints; an arm too slow for five such epochs
-sees fewer patches an epoch instead (`pcam.train.budget`). Measurements and
-settings are kept in `results/study/plan.json`, so a rerun trains every arm the
-same way, resumes an interrupted one and skips those complete. Scoring after training (valid and
-test, single pass and TTA) is outside the budget.
+Each experiment is a set of named runs ("arms") trained through the notebooks
+like any run, into `results/<experiment>/<arm>/`, each with a training-time
+budget. Before an arm first trains, what one training patch costs under its
+settings is measured on this machine (`pcam.train.budget.measure_costs`,
+medians of repeated timings; arms with the same cost-relevant settings share
+one measurement), and its whole epochs over the whole training set are planned
+to fill the budget (`plan_budget`). Measurements and plans are kept in
+`results/<experiment>/plan.json`, so a rerun trains every arm the same way,
+resumes an interrupted one and skips those complete. Early stopping is off
+(patience above any epoch count), so every arm spends its budget; the best
+epoch on valid is still the one scored. Scoring after training is outside the
+budget.
 
-`python -m pcam study` runs it; `pcam.report.study` turns the records into the
-README's study table.
+- `study`: the recipe study. Each arm is its model's recipe with one change,
+  trained with two seeds; the report pairs every arm with its baseline of the
+  same seed, on valid (`pcam.report.study`).
+- `curves`: each model's chosen recipe at several budgets (10, 30, 100 minutes)
+  and, at 30 minutes, on 1/8 and 1/2 of the training patches: how the gap
+  between transfer and training from scratch moves with time and data.
+
+`python -m pcam study [ARM ...]` and `python -m pcam study --experiment curves`
+run them.
 """
 
 import json
@@ -24,92 +31,125 @@ from typing import Any
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.fileio import write_text
-from pcam.paths import DEMO_WEIGHTS, display_path, results_dir
-from pcam.train.budget import MAX_EPOCHS, measure_costs, plan_budget
+from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
+from pcam.train.budget import MAX_EPOCHS, cost_key, measure_costs, plan_budget
 
-BUDGET_MINUTES = 10.0
-FOLDER = "study"  # under the results folder
+BUDGET_MINUTES = 10.0  # the study's budget per arm
+SUBSET_DIR = PROJ_ROOT / "data" / "pcam-subset"  # where the README imports the subset
 PLAN = "plan.json"
+SEEDS = (0, 1)
+# Longer than any planned run: the budget, not early stopping, ends an arm.
+NO_EARLY_STOP = 1000
 
-# The arms' common settings, on top of the subset preset's MobileNet: one head
-# epoch, then fine-tune epochs; at least these five, more where the budget allows.
-# The recipe the study started from is pinned here, so that the preset can take the
-# study's outcome without changing the arms.
-BASE: dict[str, Any] = {"epochs": 5, "head_epochs": 1, "alpha": 0.5, "finetune_layers": 24,
-                        "patience": 5, "published": False}
-# ResNet50 from scratch (arms named scratch-*), for the fair comparison: which of its
-# settings learns most within the same budget. Three epochs (one of warm-up). Scored
-# without TTA: eight ResNet50 passes over test cost about 8 minutes here, and the arms
-# are compared on valid.
-BASE_SCRATCH: dict[str, Any] = {"epochs": 3, "warmup_epochs": 1, "batch_size": 64,
-                                "learning_rate": 1e-3, "bn_momentum": 0.99, "patience": 5,
-                                "tta": False, "published": False}
-
-# name: (what changes from the baseline, settings). The baseline is MobileNet 0.5
-# at 96 px, its top 24 layers (4 blocks) fine-tuned, every augmentation.
-ARMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "baseline": ("the starting recipe (published before the study): alpha 0.5, 96 px, "
-                 "top 24 layers, all augmentations", {}),
-    "head-only": ("no fine-tuning: only the new head trains, on the frozen base",
-                  {"head_epochs": 5}),
-    "finetune-12": ("fine-tune the top 12 layers (2 blocks)", {"finetune_layers": 12}),
-    "finetune-48": ("fine-tune the top 48 layers (8 blocks)", {"finetune_layers": 48}),
-    "finetune-all": ("fine-tune every layer (BatchNorm still frozen)", {"finetune_layers": 86}),
-    "alpha-0.25": ("width 0.25", {"alpha": 0.25}),
-    "alpha-0.75": ("width 0.75", {"alpha": 0.75}),
-    "size-128": ("input upsampled to 128 px", {"image_size": 128}),
-    "size-160": ("input upsampled to 160 px", {"image_size": 160}),
-    "aug-none": ("no augmentation", {"augment": ()}),
-    "aug-dihedral": ("flips and 90-degree rotations only", {"augment": ("dihedral",)}),
-    "aug-shift": ("dihedral + shift", {"augment": ("dihedral", "shift")}),
-    "aug-stain": ("dihedral + shift + HED stain jitter",
-                  {"augment": ("dihedral", "shift", "hed")}),
-    "baseline-seed1": ("the baseline, seed 1", {"seed": 1}),
-    "baseline-seed2": ("the baseline, seed 2", {"seed": 2}),
-    "finetune-48-seed1": ("finetune-48, seed 1", {"finetune_layers": 48, "seed": 1}),
-    "scratch-baseline": ("ResNet50 from scratch, its starting recipe: batch 64, "
-                         "learning rate 1e-3, BatchNorm momentum 0.99", {"model": "resnet50"}),
-    "scratch-bn0.9": ("ResNet50, BatchNorm momentum 0.9", {"model": "resnet50",
-                                                           "bn_momentum": 0.9}),
-    "scratch-batch32": ("ResNet50, batch 32 (twice the steps)", {"model": "resnet50",
-                                                                 "batch_size": 32}),
-    "scratch-lr3e-3": ("ResNet50, learning rate 3e-3", {"model": "resnet50",
-                                                        "learning_rate": 3e-3}),
-    "scratch-aug-dihedral": ("ResNet50, flips and rotations only",
-                             {"model": "resnet50", "augment": ("dihedral",)}),
-    # On top of scratch-bn0.9, the one change that made ResNet50 learn in this budget.
-    "scratch-bn0.9-lr3e-3": ("ResNet50, BatchNorm momentum 0.9, learning rate 3e-3",
-                             {"model": "resnet50", "bn_momentum": 0.9, "learning_rate": 3e-3}),
-    "scratch-bn0.9-batch32": ("ResNet50, BatchNorm momentum 0.9, batch 32 (twice the steps)",
-                              {"model": "resnet50", "bn_momentum": 0.9, "batch_size": 32}),
+# Each model's recipe, as the study chose it on valid (before the change of valid
+# split; `pcam/presets.py` "subset"): MobileNet 0.5 from ImageNet, one head epoch,
+# then its top 48 layers fine-tuned; ResNet50 from scratch with BatchNorm momentum
+# 0.9 and learning rate 3e-3, batch 64, one warm-up epoch where it has more than one.
+RECIPES: dict[str, dict[str, Any]] = {
+    "mobilenet": {"head_epochs": 1, "alpha": 0.5, "finetune_layers": 48,
+                  "patience": NO_EARLY_STOP, "published": False, "tta": False},
+    "resnet50": {"batch_size": 64, "learning_rate": 3e-3, "bn_momentum": 0.9,
+                 "warmup_epochs": 1, "patience": NO_EARLY_STOP, "published": False,
+                 "tta": False},
 }
 
+# name: (what changes from its model's recipe, settings). Every arm runs with each of
+# `SEEDS` (seed 0 as `name`, seed 1 as `name-seed1`); the baseline of a MobileNet arm
+# is "baseline", of a ResNet50 arm "scratch-baseline".
+STUDY_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "baseline": ("the MobileNet recipe: alpha 0.5, 96 px, one head epoch, top 48 layers "
+                 "fine-tuned, all augmentations", {}),
+    "head-only": ("no fine-tuning: only the new head trains, on the frozen base",
+                  {"epochs": 1}),
+    "finetune-24": ("fine-tune the top 24 layers (4 blocks)", {"finetune_layers": 24}),
+    "finetune-all": ("fine-tune every layer (BatchNorm still frozen)", {"finetune_layers": 86}),
+    "aug-none": ("no augmentation", {"augment": ()}),
+    "aug-dihedral": ("flips and 90-degree rotations only", {"augment": ("dihedral",)}),
+    "alpha-0.75": ("width 0.75", {"alpha": 0.75}),
+    "size-128": ("input upsampled to 128 px", {"image_size": 128}),
+    "scratch-baseline": ("the ResNet50 recipe: from scratch, batch 64, learning rate 3e-3, "
+                         "BatchNorm momentum 0.9", {"model": "resnet50"}),
+    "scratch-bn0.99": ("ResNet50, BatchNorm momentum 0.99 (Keras' default)",
+                       {"model": "resnet50", "bn_momentum": 0.99}),
+    "scratch-lr1e-3": ("ResNet50, learning rate 1e-3", {"model": "resnet50",
+                                                        "learning_rate": 1e-3}),
+    "scratch-batch32": ("ResNet50, batch 32 (twice the steps)", {"model": "resnet50",
+                                                                 "batch_size": 32}),
+}
 
-def arm_config(name: str, *, data_dir=None, weights_dir=None,
+# Budget curve: each recipe at these training minutes, every training patch; data
+# curve: at DATA_BUDGET minutes, on these shares of the training patches (the first
+# ones of the shuffled file: a random sample).
+CURVE_MINUTES = (10.0, 30.0, 100.0)
+DATA_BUDGET = 30.0
+DATA_SHARES = (8, 2)  # 1/8 and 1/2
+
+
+def _study() -> dict[str, dict[str, Any]]:
+    arms = {}
+    for name, (what, settings) in STUDY_ARMS.items():
+        settings = dict(settings)
+        model = settings.pop("model", "mobilenet")
+        baseline = "scratch-baseline" if model == "resnet50" else "baseline"
+        for seed in SEEDS:
+            suffix = f"-seed{seed}" if seed else ""
+            arms[name + suffix] = {
+                "what": what + (f", seed {seed}" if seed else ""), "model": model,
+                "settings": {**settings, "seed": seed}, "budget_minutes": BUDGET_MINUTES,
+                "baseline": None if name == baseline else baseline + suffix, "seed": seed}
+    return arms
+
+
+def _curves() -> dict[str, dict[str, Any]]:
+    arms = {}
+    for model in RECIPES:
+        for minutes in CURVE_MINUTES:
+            arms[f"{model}-{minutes:g}min"] = {
+                "what": f"{model}, {minutes:g} minutes, every training patch", "model": model,
+                "settings": {}, "budget_minutes": minutes, "share": 1}
+        for share in DATA_SHARES:
+            arms[f"{model}-{DATA_BUDGET:g}min-1of{share}"] = {
+                "what": f"{model}, {DATA_BUDGET:g} minutes, 1/{share} of the training patches",
+                "model": model, "settings": {}, "budget_minutes": DATA_BUDGET, "share": share}
+    return arms
+
+
+EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {"study": _study(), "curves": _curves()}
+
+
+def arm_config(name: str, *, experiment: str = "study", data_dir=None, weights_dir=None,
                overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """The settings of arm `name` before its budget sets `max_samples`.
+    """The settings of arm `name` before its budget sets its epochs.
 
     Args:
-        name: a key of `ARMS`.
-        data_dir: the subset's data folder (default: the subset preset's).
+        name: an arm of `EXPERIMENTS[experiment]`.
+        experiment: "study" or "curves".
+        data_dir: the subset's data folder (default: `data/pcam-subset`).
         weights_dir: folder of ImageNet MobileNet files named
             `mobilenet_v1_<alpha>_imagenet_no_top.h5`; None: the file shipped in
             `pcam/assets/` for alpha 0.5, Keras' "imagenet" download otherwise.
         overrides: settings applied last (tests use short runs).
     """
-    if name not in ARMS:
-        raise PCamError(f"unknown study arm {name!r}; arms: {', '.join(ARMS)}")
-    settings = dict(ARMS[name][1])
-    model = settings.pop("model", "mobilenet")
-    base = BASE_SCRATCH if model == "resnet50" else BASE
-    settings = {**base, **settings, **(overrides or {}), "run": name}
-    if data_dir is not None:
-        settings["data_dir"] = str(data_dir)
+    arms = _arms(experiment)
+    if name not in arms:
+        raise PCamError(f"unknown {experiment} arm {name!r}; arms: {', '.join(arms)}")
+    arm = arms[name]
+    model = arm["model"]
+    settings = {**RECIPES[model], **arm["settings"], **(overrides or {}), "run": name}
+    settings["data_dir"] = str(data_dir if data_dir is not None else SUBSET_DIR)
     if model == "mobilenet" and "weights" not in (overrides or {}):
         settings["weights"] = _weights(settings["alpha"], weights_dir)
-    config = TrainConfig.for_model(model, "subset", **settings)
-    # Patches an epoch come from the arm's plan (every one, unless the budget is short).
-    return config if "max_samples" in settings else config.replace(max_samples=None)
+    if arm.get("share", 1) > 1:
+        from pcam.data.h5read import open_split
+
+        settings["max_samples"] = open_split(settings["data_dir"], "train").length // arm["share"]
+    return TrainConfig.for_model(model, **settings)
+
+
+def _arms(experiment: str) -> dict[str, dict[str, Any]]:
+    if experiment not in EXPERIMENTS:
+        raise PCamError(f"unknown experiment {experiment!r}; use one of {', '.join(EXPERIMENTS)}")
+    return EXPERIMENTS[experiment]
 
 
 def _weights(alpha: float, weights_dir) -> str:
@@ -122,74 +162,101 @@ def _weights(alpha: float, weights_dir) -> str:
     return str(DEMO_WEIGHTS) if alpha == 0.5 else "imagenet"
 
 
-def run_study(arms: list[str] | None = None, *, data_dir=None, results=None, weights_dir=None,
-              budget_minutes: float = BUDGET_MINUTES, max_epochs: int = MAX_EPOCHS,
-              overrides: dict[str, Any] | None = None) -> list[Path]:
-    """Plan (once) and train every arm in `arms` (default all) into `results/study/`.
+def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_dir=None,
+              results=None, weights_dir=None, budget_minutes: float | None = None,
+              max_epochs: int = MAX_EPOCHS, overrides: dict[str, Any] | None = None,
+              ) -> list[Path]:
+    """Plan (once) and train every arm in `arms` (default all) into `results/<experiment>/`.
+
+    Args:
+        budget_minutes: every arm's budget instead of its own (tests use short ones).
 
     Returns:
         The arms' run folders.
 
     Raises:
-        PCamError: an unknown arm, a missing weights file, bad data, or a plan
-            made for another budget (delete `plan.json` or keep its budget).
+        PCamError: an unknown arm, a missing weights file, bad data, or an arm
+            planned before for another budget (move its plan away to plan afresh).
     """
     from pcam.environment import hardware_info
     from pcam.notebooks import run_notebook
     from pcam.records import RECORD, load_record_file
 
-    folder = results_dir(results) / FOLDER
+    folder = results_dir(results) / experiment
     plan_path = folder / PLAN
-    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {
-        "budget_minutes": budget_minutes, "hardware": hardware_info(), "arms": {}}
-    if plan["budget_minutes"] != budget_minutes:
-        raise PCamError(f"{display_path(plan_path)} was planned for {plan['budget_minutes']:g} "
-                        f"minutes an arm, not {budget_minutes:g}; keep that budget, or move the "
-                        "study folder away to plan afresh")
-    names = list(arms or ARMS)
-    configs = {n: arm_config(n, data_dir=data_dir, weights_dir=weights_dir,
-                             overrides=overrides) for n in names}  # every arm checked first
+    plan = _read_plan(plan_path) or {"hardware": hardware_info(), "arms": {}}
+    names = list(arms or _arms(experiment))
+    configs = {n: arm_config(n, experiment=experiment, data_dir=data_dir,
+                             weights_dir=weights_dir, overrides=overrides)
+               for n in names}  # every arm checked before any trains
     done = []
     for name, config in configs.items():
-        if name not in plan["arms"]:
-            n = _patches(config)
-            cost_key = {k: v for k, v in config.to_dict().items() if k not in ("run", "seed")}
-            twin = next((a for a in plan["arms"].values() if a["cost_key"] == cost_key), None)
+        minutes = budget_minutes or _arms(experiment)[name]["budget_minutes"]
+        planned = plan["arms"].get(name)
+        if planned is not None and planned.get("budget_minutes") != minutes:
+            raise PCamError(f"{display_path(plan_path)} planned arm {name} for "
+                            f"{planned.get('budget_minutes')} minutes, not {minutes:g}; keep "
+                            "that budget, or move the folder away to plan afresh")
+        if planned is None:
+            key = cost_key(config)
+            twin = next((a for a in plan["arms"].values() if a.get("cost_key") == key), None)
             costs = twin["costs"] if twin else measure_costs(config)
-            settings = plan_budget(config, costs, budget_minutes, n["train"], n["valid"],
-                                   max_epochs)
-            plan["arms"][name] = {"what": ARMS[name][0], "cost_key": cost_key,
+            n = _patches(config)
+            settings = plan_budget(config, costs, minutes, n["train"], n["valid"], max_epochs)
+            arm = _arms(experiment)[name]
+            plan["arms"][name] = {"what": arm["what"], "budget_minutes": minutes,
+                                  "baseline": arm.get("baseline"), "cost_key": key,
                                   "costs": costs, "settings": settings}
             folder.mkdir(parents=True, exist_ok=True)
-            write_text(plan_path, json.dumps(plan, indent=1, default=list) + "\n")
-            print(f"study: {name}: {settings['epochs']} epochs of {settings['max_samples']} "
-                  f"training patches fit {budget_minutes:g} minutes here", flush=True)
+            write_text(plan_path, json.dumps(plan, indent=1) + "\n")
+            shape = (f"{settings['epochs']} epochs" if settings["steps_per_epoch"] is None else
+                     f"{settings['epochs']} epoch(s) of {settings['steps_per_epoch']} batches")
+            print(f"{experiment}: {name}: {shape} over {n['train']:,} training patches fit "
+                  f"{minutes:g} minutes here (planned {settings['planned_minutes']:g})",
+                  flush=True)
         config = config.replace(**plan["arms"][name]["settings"])
         record = folder / name / RECORD
         if record.is_file() and load_record_file(record)["status"] == "complete":
-            print(f"study: {name} is complete; skipped", flush=True)
+            print(f"{experiment}: {name} is complete; skipped", flush=True)
         else:
             run_notebook(config, results=folder)
         done.append(folder / name)
     return done
 
 
-def plan_longer(arms: list[str], minutes: float, *, results=None,
-                max_epochs: int = 100) -> dict[str, dict[str, int]]:
+def _read_plan(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PCamError(f"cannot read {display_path(path)} ({error}); restore it from git or "
+                        "move it away to plan afresh") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
+        raise PCamError(f"{display_path(path)} is not a plan (no 'arms' object); restore it "
+                        "from git or move it away to plan afresh")
+    return plan
+
+
+def plan_longer(arms: list[str], minutes: float, *, experiment: str = "study", data_dir=None,
+                results=None, max_epochs: int = 100) -> dict[str, dict]:
     """Settings that fill `minutes` of training for each arm, from its costs in `plan.json`.
 
-    How the published runs get their budget: the chosen arm's measured costs,
-    planned for the longer budget (`plan_budget`); nothing is trained or measured.
+    How a preset gets its budget: the chosen arm's measured costs, planned for
+    another budget (`plan_budget`); nothing is trained or measured.
     """
-    plan_path = results_dir(results) / FOLDER / PLAN
-    plan = json.loads(plan_path.read_text()) if plan_path.is_file() else {"arms": {}}
+    plan_path = results_dir(results) / experiment / PLAN
+    plan = _read_plan(plan_path) or {"arms": {}}
     planned = {}
     for name in arms:
         if name not in plan["arms"]:
             raise PCamError(f"arm {name!r} has no measured costs in {display_path(plan_path)}; "
                             f"run `pcam study {name}` first")
         arm = plan["arms"][name]
-        config = TrainConfig.from_dict({**arm["cost_key"], "run": name})
+        config = (arm_config(name, experiment=experiment, data_dir=data_dir)
+                  if name in _arms(experiment) else None)
+        if config is None or "data_dir" in arm["cost_key"]:  # a plan from before cost_key()
+            config = TrainConfig.from_dict({**arm["cost_key"], "run": name})
         n = _patches(config)
         planned[name] = plan_budget(config, arm["costs"], minutes, n["train"], n["valid"],
                                     max_epochs)
@@ -197,10 +264,9 @@ def plan_longer(arms: list[str], minutes: float, *, results=None,
 
 
 def _patches(config: TrainConfig) -> dict[str, int]:
-    """{"train", "valid"}: the patches an epoch can train on and validates on."""
+    """{"train", "valid"}: the patches an epoch trains on and validates on."""
     from pcam.data.h5read import open_split
 
     n = {s: open_split(config.data_dir, s).length for s in ("train", "valid")}
-    return {"train": n["train"], "valid": min(n["valid"], config.max_eval_samples or n["valid"])}
-
-
+    return {"train": min(n["train"], config.max_samples or n["train"]),
+            "valid": min(n["valid"], config.max_eval_samples or n["valid"])}

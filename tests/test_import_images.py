@@ -104,6 +104,40 @@ def test_holdout_is_stratified_and_valid_becomes_test(tmp_path):
     assert info["holdout"] == 10 and info["seed"] == 3
 
 
+def test_test_from_valid_keeps_train_whole_and_splits_valid_stratified(tmp_path):
+    train = _class_folder(tmp_path / "src" / "train", 20)
+    valid = _class_folder(tmp_path / "src" / "valid", 10, first=200)
+    info = import_images(tmp_path / "src", tmp_path / "out", test_from_valid=8, seed=3)
+    new_valid, new_test = _pairs(tmp_path / "out", "valid"), _pairs(tmp_path / "out", "test")
+    assert _pairs(tmp_path / "out", "train") == train  # every train image, none elsewhere
+    assert len(new_valid) == 12 and len(new_test) == 8
+    assert set(new_valid) | set(new_test) == set(valid) and not set(new_valid) & set(new_test)
+    assert sum(new_test.values()) == 4 and sum(new_valid.values()) == 6  # 50/50 like valid
+    assert info["splits"] == {"train": 40, "valid": 12, "test": 8}
+    assert info["test_from_valid"] == 8 and info["holdout"] == 0 and info["seed"] == 3
+    assert "none of train's" in info["mapping"]["test"]
+    again = import_images(tmp_path / "src", tmp_path / "again", test_from_valid=8, seed=3)
+    assert again["splits"] == info["splits"]
+    assert _pairs(tmp_path / "again", "test") == new_test  # the seed fixes the draw
+
+
+@pytest.mark.parametrize("layout, kwargs, message", [
+    ("train-valid", {"test_from_valid": 20}, "--test-from-valid 20 must be smaller than the 20 "
+                                             "valid images"),
+    ("train-valid", {"test_from_valid": 4, "holdout": 4}, "--holdout and --test-from-valid"),
+    ("train", {"test_from_valid": 4}, "needs a valid split"),
+    ("train-valid-test", {"test_from_valid": 4}, "test exists too"),
+    ("train-valid", {"test_from_valid": -1}, "must be an integer >= 0, got -1"),
+    ("train-valid", {"test_from_valid": True}, "must be an integer >= 0, got True"),
+])
+def test_test_from_valid_errors_write_nothing(tmp_path, layout, kwargs, message):
+    for i, name in enumerate(layout.split("-")):
+        _class_folder(tmp_path / "src" / name, 10, first=40 * i)
+    with pytest.raises(PCamError, match=message):
+        import_images(tmp_path / "src", tmp_path / "out", **kwargs)
+    assert not (tmp_path / "out").exists()
+
+
 def test_command_prints_what_each_split_holds(tmp_path, capsys):
     from pcam.cli import main
 

@@ -1,11 +1,11 @@
-"""The recipe study: arms, budget planning, and a short study on synthetic data."""
+"""Budgeted experiments: arms, cost measurement, budget planning, and a short study."""
 
 import json
-from pathlib import Path
 
 import pytest
 
 from pcam import study
+from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.records import read_record
 from pcam.train import budget
@@ -18,162 +18,185 @@ def weights_dir(tmp_path):
     return tmp_path
 
 
-def test_every_arm_is_a_valid_run_differing_from_the_baseline(weights_dir):
-    base = study.arm_config("baseline", weights_dir=weights_dir).to_dict()
-    assert base["alpha"] == 0.5 and base["image_size"] == 96 and not base["published"]
-    scratch = study.arm_config("scratch-baseline").to_dict()
-    assert scratch["model"] == "resnet50" and scratch["weights"] is None
-    assert scratch["epochs"] == 3 and not scratch["published"]
-    for name, (what, settings) in study.ARMS.items():
+def test_every_study_arm_is_its_recipe_with_one_change_and_two_seeds(weights_dir):
+    arms = study.EXPERIMENTS["study"]
+    assert len(arms) == 2 * len(study.STUDY_ARMS)
+    for name, arm in arms.items():
         config = study.arm_config(name, weights_dir=weights_dir).to_dict()
-        assert config["run"] == name and what
-        reference = scratch if name.startswith("scratch-") else base
-        changed = {k for k in config if config[k] != reference[k]} - {"run", "weights"}
-        assert changed == set(settings) - {"model"}, name
-        if config["model"] == "mobilenet":
-            assert config["weights"].endswith(
-                f"mobilenet_v1_{config['alpha']:g}_imagenet_no_top.h5")
+        assert config["run"] == name and arm["what"] and not config["published"]
+        assert config["seed"] == arm["seed"] and config["patience"] == study.NO_EARLY_STOP
+        if arm["baseline"] is None:
+            continue
+        base = study.arm_config(arm["baseline"], weights_dir=weights_dir).to_dict()
+        assert base["seed"] == config["seed"] and base["model"] == config["model"]
+        changed = {k for k in config if config[k] != base[k]} - {"run", "weights"}
+        defined = set(study.STUDY_ARMS[name.removesuffix("-seed1")][1]) - {"model"}
+        assert changed == defined, name
+    mobilenet = study.arm_config("baseline", weights_dir=weights_dir)
+    assert (mobilenet.alpha, mobilenet.finetune_layers, mobilenet.head_epochs) == (0.5, 48, 1)
+    assert mobilenet.weights.endswith("mobilenet_v1_0.5_imagenet_no_top.h5")
+    scratch = study.arm_config("scratch-baseline")
+    assert (scratch.model, scratch.weights, scratch.bn_momentum) == ("resnet50", None, 0.9)
 
 
-def test_committed_plan_holds_the_arms_the_code_defines(weights_dir):
-    """The committed arms were trained with the settings `ARMS` gives today (so a
-    change to the subset preset, which the arms build on, cannot change them)."""
-    from pcam.paths import PROJ_ROOT
-
-    plan = json.loads((PROJ_ROOT / "results" / "study" / "plan.json").read_text())
-    for name, arm in plan["arms"].items():
-        config = study.arm_config(name, data_dir=arm["cost_key"]["data_dir"],
-                                  weights_dir=weights_dir).to_dict()
-        now = {k: v for k, v in config.items() if k not in ("run", "seed", "weights")}
-        planned = {k: v for k, v in arm["cost_key"].items() if k != "weights"}
-        assert json.loads(json.dumps(now)) == planned, name
-        assert Path(config["weights"] or "").name == Path(arm["cost_key"]["weights"] or "").name
-
-
-# The arm each published run takes (README "How the published runs were made").
-PUBLISHED_ARMS = {"mobilenet": "finetune-48", "resnet50": "scratch-bn0.9-lr3e-3"}
-
-
-def test_subset_preset_is_the_chosen_arms_planned_for_30_minutes():
-    """`PRESETS["subset"]` is each model's chosen arm with the epochs and patches that
-    `pcam study ARM --plan-minutes 30` gives from the committed costs (needs the subset,
-    whose length the plan divides)."""
-    from pcam.config import TrainConfig
-    from pcam.data.h5read import open_split
-    from pcam.paths import PROJ_ROOT
-
-    data = PROJ_ROOT / "data" / "pcam-subset"
-    if not (data / "camelyonpatch_level_2_split_train_x.h5").exists():
-        pytest.skip(f"no imported subset at {data} (README: `python -m pcam import-images "
-                    "PCAM_SUBSET_DIR --data-dir data/pcam-subset --holdout 2000`)")
-    planned = study.plan_longer(list(PUBLISHED_ARMS.values()), 30)
-    train_n = open_split(data, "train").length
-    for model, arm in PUBLISHED_ARMS.items():
-        preset = TrainConfig.for_model(model, "subset").to_dict()
-        expected = {**study.arm_config(arm, data_dir=data).to_dict(), **planned[arm]}
-        if expected["max_samples"] == train_n - train_n % preset["batch_size"]:
-            expected["max_samples"] = None  # every patch: the preset keeps the last small batch
-        differ = {k: (preset[k], expected[k]) for k in preset if preset[k] != expected[k]}
-        assert set(differ) == {"run", "patience", "published"}, (model, differ)
-        assert preset["published"] and preset["patience"] == 10
+def test_curve_arms_span_ten_times_the_budget_and_an_eighth_of_the_data(synthetic_data_dir):
+    arms = study.EXPERIMENTS["curves"]
+    for model in ("mobilenet", "resnet50"):
+        minutes = sorted(a["budget_minutes"] for a in arms.values()
+                         if a["model"] == model and a["share"] == 1)
+        assert minutes[-1] / minutes[0] >= 10
+        config = study.arm_config(f"{model}-30min-1of8", experiment="curves",
+                                  data_dir=synthetic_data_dir)
+        assert config.max_samples == 512 // 8 and config.model == model
+        assert study.arm_config(f"{model}-100min", experiment="curves",
+                                data_dir=synthetic_data_dir).max_samples is None
 
 
 def test_arm_errors_name_the_problem(tmp_path):
     with pytest.raises(PCamError, match="unknown study arm 'size-999'; arms: baseline"):
         study.arm_config("size-999")
-    with pytest.raises(PCamError, match="no weights file .*mobilenet_v1_0.25_imagenet_no_top.h5"):
-        study.arm_config("alpha-0.25", weights_dir=tmp_path)
+    with pytest.raises(PCamError, match="unknown experiment 'study2'"):
+        study.arm_config("baseline", experiment="study2")
+    with pytest.raises(PCamError, match="no weights file .*mobilenet_v1_0.75_imagenet_no_top.h5"):
+        study.arm_config("alpha-0.75", weights_dir=tmp_path)
     assert study.arm_config("alpha-0.75").weights == "imagenet"  # Keras' download by default
 
 
-def test_plan_fills_the_budget_with_epochs_over_every_patch(weights_dir):
-    config = study.arm_config("baseline", weights_dir=weights_dir)  # 1 head + 4 fine-tune
-    costs = {"head": 0.001, "finetune": 0.002, "score": 0.001}
-    plan = budget.plan_budget(config, costs, 10 / budget.PLAN_SHARE, train_n=18000, valid_n=2000)
-    # 18 s head, then 36 s a fine-tune epoch, each + 2 s validation: 20 + 15 * 38 = 590 s
-    assert plan == {"epochs": 16, "head_epochs": 1, "max_samples": 17984}
+def test_the_cost_key_holds_what_changes_the_cost_and_nothing_else():
+    config = TrainConfig.for_model("resnet50", run="r")
+    assert budget.cost_key(config) == budget.cost_key(
+        config.replace(learning_rate=3e-3, seed=1, patience=9, run="s", bn_momentum=0.9))
+    assert budget.cost_key(config) != budget.cost_key(config.replace(batch_size=32))
+
+
+COSTS = {"head": 0.001, "finetune": 0.002, "score": 0.001, "epoch": 0.0}
+
+
+def test_plan_is_whole_epochs_over_every_patch_and_predicts_its_minutes(weights_dir):
+    config = study.arm_config("baseline", weights_dir=weights_dir)  # 1 head epoch + fine-tune
+    plan = budget.plan_budget(config, COSTS, 10, train_n=20000, valid_n=1500)
+    # 20 s the head epoch, 40 s a fine-tune epoch, each + 1.5 s validation:
+    # 21.5 + 14 * 41.5 = 602.5 > 600, so 13 fine-tune epochs: 561 s
+    assert plan == {"epochs": 14, "head_epochs": 1, "steps_per_epoch": None,
+                    "planned_minutes": 9.35}
     head_only = study.arm_config("head-only", weights_dir=weights_dir)
-    assert budget.plan_budget(head_only, costs, 10 / budget.PLAN_SHARE, train_n=18000,
-                             valid_n=2000) == {
-        "epochs": 30, "head_epochs": 30, "max_samples": 17984}  # 20 s an epoch; capped at 30
+    assert budget.plan_budget(head_only, COSTS, 10, train_n=20000, valid_n=1500) == {
+        "epochs": 27, "head_epochs": 27, "steps_per_epoch": None, "planned_minutes": 9.68}
+    capped = budget.plan_budget(head_only, COSTS, 100, train_n=20000, valid_n=1500)
+    assert capped["epochs"] == budget.MAX_EPOCHS
 
 
-def test_plan_shortens_epochs_of_an_arm_too_slow_for_five(weights_dir):
-    config = study.arm_config("size-160", weights_dir=weights_dir)
-    costs = {"head": 0.004, "finetune": 0.01, "score": 0.003}
-    plan = budget.plan_budget(config, costs, 10 / budget.PLAN_SHARE, train_n=18000, valid_n=2000)
-    assert plan["epochs"] == 5 and plan["head_epochs"] == 1
-    samples = plan["max_samples"]
-    assert samples % config.batch_size == 0
-    spent = samples * (0.004 + 4 * 0.01) + 5 * 2000 * 0.003
-    assert 600 - config.batch_size * 0.044 < spent <= 600
-    with pytest.raises(PCamError, match="a 0.5-minute budget buys 0 patches"):
-        budget.plan_budget(config, costs, 0.5, train_n=18000, valid_n=2000)
+def test_start_up_costs_count_once_per_phase(weights_dir):
+    config = study.arm_config("baseline", weights_dir=weights_dir)
+    costs = {**COSTS, "head_start": 30.0, "finetune_start": 30.0, "score_start": 0.0}
+    plan = budget.plan_budget(config, costs, 10, train_n=20000, valid_n=1500)
+    # head: 30 + 21.5 s; fine-tune: 30 s + 41.5 s an epoch; 12 fit in the 600 s
+    assert plan["epochs"] == 1 + 12
+    assert plan["planned_minutes"] == round((51.5 + 30 + 12 * 41.5) / 60, 2)
 
 
-def test_plan_of_a_from_scratch_run_adds_scratch_epochs():
-    from pcam.config import TrainConfig
+def test_a_budget_short_of_one_epoch_trains_a_fraction_of_one():
+    config = TrainConfig.for_model("resnet50", run="r", batch_size=50)
+    costs = {"scratch": 0.01, "score": 0.01, "epoch": 5.0}  # 200 s an epoch + 20 s
+    plan = budget.plan_budget(config, costs, 2, train_n=20000, valid_n=1500)
+    # 120 s: 15 s validation, 5 s checkpoints; 100 s of training: half of the 400 batches
+    assert plan == {"epochs": 1, "head_epochs": 0, "steps_per_epoch": 200,
+                    "planned_minutes": 2.0}
+    # 24 s: 4 s of training buy 8 batches; 18 s do not pay for validation
+    for minutes, batches in ((0.4, 8), (0.3, 0)):
+        with pytest.raises(PCamError, match=f"a {minutes}-minute budget buys {batches} batches "
+                                            "an epoch .*give it more minutes"):
+            budget.plan_budget(config, costs, minutes, train_n=20000, valid_n=1500)
+    for bad in (0, -1, float("inf"), float("nan")):
+        with pytest.raises(PCamError, match="minutes: use a positive number"):
+            budget.plan_budget(config, costs, bad, train_n=20000, valid_n=1500)
 
-    config = TrainConfig.for_model("resnet50", epochs=2, run="r")
-    costs = {"scratch": 0.001, "score": 0.001}  # 18 s an epoch + 2 s validation
-    assert budget.plan_budget(config, costs, 1 / budget.PLAN_SHARE, train_n=18000,
-                             valid_n=2000) == {"epochs": 3, "head_epochs": 0, "max_samples": 17984}
+
+def test_budget_check_flags_runs_off_their_plan_by_more_than_15_percent():
+    record = {"config": {"planned_minutes": 10.0}, "timings": {"train_seconds": 690.0}}
+    assert budget.budget_check(record) == {"planned": 10.0, "realised": 11.5, "ratio": 1.15,
+                                           "flagged": False}
+    record["timings"]["train_seconds"] = 700.0
+    assert budget.budget_check(record)["flagged"]
+    record["timings"]["train_seconds"] = 500.0
+    assert budget.budget_check(record)["flagged"]
+    assert budget.budget_check({"config": {}, "timings": {"train_seconds": 1.0}}) is None
 
 
-def test_longer_plan_uses_the_costs_measured_for_the_study(tmp_path, synthetic_data_dir,
-                                                           weights_dir, capsys):
+def test_a_fraction_of_an_epoch_trains_that_many_batches(tmp_path, synthetic_data_dir):
+    from pcam.train.session import start_run
+
+    config = TrainConfig.for_model("resnet50", run="r", data_dir=str(synthetic_data_dir),
+                                   batch_size=16, steps_per_epoch=5)
+    run = start_run(config, results=tmp_path)
+    try:
+        assert run.steps_per_epoch == 5
+        assert [len(y) for _, y in run.train] == [16] * 5
+    finally:
+        from pcam.runlock import release_lock
+
+        release_lock(run.lock)
+    with pytest.raises(PCamError, match="steps_per_epoch=33 is more than the 32 batches"):
+        start_run(config.replace(run="r2", steps_per_epoch=33), results=tmp_path)
+    assert not (tmp_path / "r2").exists()
+
+
+def test_plan_longer_reads_the_measured_costs(tmp_path, synthetic_data_dir, capsys):
     from pcam.cli import main
 
-    config = study.arm_config("baseline", data_dir=synthetic_data_dir, weights_dir=weights_dir,
+    config = study.arm_config("scratch-baseline", data_dir=synthetic_data_dir,
                               overrides={"batch_size": 16})
-    cost_key = {k: v for k, v in config.to_dict().items() if k not in ("run", "seed")}
-    costs = {"head": 0.01, "finetune": 0.02, "score": 0.01, "epoch": 0.5}
-    plan = {"budget_minutes": 10.0, "arms": {"baseline": {
-        "what": "", "cost_key": cost_key, "costs": costs,
-        "settings": {"epochs": 5, "head_epochs": 1, "max_samples": 512}}}}
+    costs = {"scratch": 0.01, "score": 0.01, "epoch": 0.5}
+    plan = {"arms": {"scratch-baseline": {
+        "what": "", "budget_minutes": 10.0, "cost_key": budget.cost_key(config),
+        "costs": costs, "settings": {}}}}
     (tmp_path / "study").mkdir()
     (tmp_path / "study" / "plan.json").write_text(json.dumps(plan))
-    # 512 train patches: 5.12 s the head epoch, 10.24 s a fine-tune epoch, each + 3.06 s
-    # validation (256 * 0.01) and checkpoints (0.5). The five planned epochs cost 61.38 s of
-    # the 120 planned (2 minutes, on PLAN_SHARE); the 58.62 s left buy 4 more at 13.3 s.
-    minutes = 2 / budget.PLAN_SHARE
-    assert study.plan_longer(["baseline"], minutes, results=tmp_path) == {
-        "baseline": {"epochs": 9, "head_epochs": 1, "max_samples": 512}}
-    assert main(["study", "baseline", "--plan-minutes", str(minutes),
-                 "--results", str(tmp_path)]) == 0
-    assert "baseline: 2.66667 minutes buy epochs=9, head_epochs=1, max_samples=512" in (
-        capsys.readouterr().out)
+    # 512 patches: 5.12 s an epoch, + 256 * 0.01 validation + 0.5 s checkpoints = 8.18 s
+    assert study.plan_longer(["scratch-baseline"], 1, data_dir=synthetic_data_dir,
+                             results=tmp_path) == {
+        "scratch-baseline": {"epochs": 7, "head_epochs": 0, "steps_per_epoch": None,
+                             "planned_minutes": 0.95}}
+    assert main(["study", "scratch-baseline", "--plan-minutes", "1", "--results", str(tmp_path),
+                 "--data-dir", str(synthetic_data_dir)]) == 0
+    assert "scratch-baseline: 1 minutes buy epochs=7" in capsys.readouterr().out
     with pytest.raises(PCamError, match="arm 'size-128' has no measured costs in .*plan.json; "
                                         "run `pcam study size-128` first"):
+        study.plan_longer(["size-128"], 45, results=tmp_path)
+    (tmp_path / "study" / "plan.json").write_text("{")
+    with pytest.raises(PCamError, match="cannot read .*plan.json"):
         study.plan_longer(["size-128"], 45, results=tmp_path)
 
 
 @pytest.mark.slow
-def test_short_study_plans_once_trains_and_skips_what_is_complete(
+def test_short_study_measures_once_plans_trains_and_skips_what_is_complete(
         tmp_path, synthetic_data_dir, capsys):
-    short = {"epochs": 2, "head_epochs": 1, "alpha": 0.25, "weights": "none", "batch_size": 16,
-             "max_eval_samples": 64, "tta": False}
+    short = {"alpha": 0.25, "weights": "none", "batch_size": 16, "max_eval_samples": 64}
     arms = ["baseline", "baseline-seed1"]
     folders = study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path,
                               budget_minutes=0.4, max_epochs=3, overrides=short)
     assert folders == [tmp_path / "study" / a for a in arms]
     plan = json.loads((tmp_path / "study" / "plan.json").read_text())
-    assert plan["budget_minutes"] == 0.4 and list(plan["arms"]) == arms
+    assert list(plan["arms"]) == arms
     first, second = (plan["arms"][a] for a in arms)
-    assert set(first["costs"]) == {"head", "finetune", "score", "epoch"}
-    assert all(0 < c < 1 for c in first["costs"].values())
+    assert first["budget_minutes"] == 0.4
+    assert first["baseline"] is None and second["baseline"] is None  # the baselines themselves
+    assert set(first["costs"]) == {"head", "head_start", "finetune", "finetune_start", "score",
+                                   "score_start", "epoch"}
+    assert all(0 <= c < 60 for c in first["costs"].values())
     assert second["costs"] == first["costs"]  # same settings but the seed: measured once
     for name in arms:
         record = read_record(tmp_path / "study" / name)
         assert record["status"] == "complete"
         for key, value in first["settings"].items():
             assert record["config"][key] == value
-        assert first["settings"]["max_samples"] % 16 == 0
         assert record["config"]["seed"] == (1 if name.endswith("seed1") else 0)
+        assert record["config"]["planned_minutes"] > 0
+        assert record["environment"]["hardware"]["cpus_used"] >= 1
     capsys.readouterr()
     study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path, budget_minutes=0.4,
                     max_epochs=3, overrides=short)
     out = capsys.readouterr().out
     assert "study: baseline is complete; skipped" in out and "running" not in out
-    with pytest.raises(PCamError, match="planned for 0.4 minutes an arm, not 10"):
+    with pytest.raises(PCamError, match="planned arm baseline for 0.4 minutes, not 10"):
         study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path, overrides=short)

@@ -2,7 +2,10 @@
 
 Layouts (the folder name is the label):
   SRC/{0,1}/*.jpg|png|tif           one split; `split` says which
-  SRC/<split>/{0,1}/*               e.g. the shared PCam subset (train, valid)
+  SRC/<split>/{0,1}/*               e.g. the shared PCam subset (train, valid);
+                                    `test_from_valid` splits its valid into valid
+                                    and test, so that both come from slides that
+                                    train does not hold
   SRC/train_labels.csv + SRC/*.tif  Kaggle "Histopathologic Cancer Detection"
                                     (or SRC/train/*.tif); one split, train by default
 
@@ -84,7 +87,8 @@ def _kaggle(src: Path) -> list[tuple[Path, int]]:
     return [(images[i], labels[i]) for i in sorted(labels)]
 
 
-def _find_sources(src: Path, split: str | None, holdout: int) -> tuple[str, dict]:
+def _find_sources(src: Path, split: str | None, holdout: int,
+                  test_from_valid: int = 0) -> tuple[str, dict]:
     """(layout, {source split: [(image, label)]}) after checking the arguments."""
     if not src.is_dir():
         raise PCamError(f"{src} is not a folder of images")
@@ -120,6 +124,15 @@ def _find_sources(src: Path, split: str | None, holdout: int) -> tuple[str, dict
                 f"--holdout maps {src.name}/valid to test, but {src.name}/test exists too: "
                 "import without --holdout"
             )
+    if test_from_valid:
+        if holdout:
+            raise PCamError("--holdout and --test-from-valid are two ways to make test: use one")
+        if "valid" not in sources:
+            raise PCamError(f"--test-from-valid {test_from_valid} needs a valid split: "
+                            f"{src.name}/valid/0 and {src.name}/valid/1")
+        if "test" in sources:
+            raise PCamError(f"--test-from-valid makes test from {src.name}/valid, but "
+                            f"{src.name}/test exists too: import without --test-from-valid")
     for name, items in sources.items():
         if not items:
             raise PCamError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found for {name} in {src}")
@@ -162,10 +175,12 @@ def _decode(items, src: Path, threads: int) -> np.ndarray:
     return out
 
 
-def _stratified_holdout(labels: np.ndarray, holdout: int, rng) -> np.ndarray:
+def _stratified_holdout(labels: np.ndarray, holdout: int, rng,
+                        option: str = "--holdout", split: str = "train") -> np.ndarray:
     """Boolean mask of `holdout` items keeping the class balance of `labels`."""
     if holdout >= len(labels):
-        raise PCamError(f"--holdout {holdout} must be smaller than the {len(labels)} train images")
+        raise PCamError(f"{option} {holdout} must be smaller than the {len(labels)} "
+                        f"{split} images")
     mask = np.zeros(len(labels), bool)
     n_pos = int(round(holdout * labels.mean()))
     for label, k in ((1, n_pos), (0, holdout - n_pos)):
@@ -178,8 +193,8 @@ def _looks_like_subset(sources: dict) -> bool:
     return all(re.fullmatch(r"patch\d+\.jpg", n) for n in names)
 
 
-def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, description=None,
-                  threads=4, overwrite=False):
+def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, test_from_valid=0,
+                  description=None, threads=4, overwrite=False):
     """Convert a folder of patch images into PCam-layout HDF5 files.
 
     Args:
@@ -209,13 +224,16 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
     src = Path(src)
     if split is not None:
         check_split_name(split)
-    if holdout < 0:
-        raise PCamError(f"--holdout must be >= 0, got {holdout}")
-    layout, sources = _find_sources(src, split, holdout)
+    for option, value in (("--holdout", holdout), ("--test-from-valid", test_from_valid)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise PCamError(f"{option} must be an integer >= 0, got {value!r}")
+    layout, sources = _find_sources(src, split, holdout, test_from_valid)
     folder = _resolve_data_dir(data_dir)
     targets = set(sources)
     if holdout:  # train -> train + valid, valid -> test
         targets = {"train", "valid"} | ({"test"} if "valid" in sources else set())
+    if test_from_valid:  # valid -> valid + test
+        targets |= {"test"}
     info = _previous_info(folder, single=len(sources) == 1 and not holdout)
     changes = plan_changes(
         folder, [s for s in SPLITS if s in targets],
@@ -240,6 +258,14 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
             mapping["train"] = f"{src.name}/train minus the {holdout} held out"
         elif holdout and name == "valid":
             target = "test"
+        elif test_from_valid and name == "valid":
+            held = _stratified_holdout(labels, test_from_valid, rng, "--test-from-valid", name)
+            outputs["test"] = (images, labels, index[held])
+            mapping["test"] = (f"{test_from_valid} of {src.name}/valid (stratified, seed {seed}; "
+                               "the same slides as valid, none of train's)")
+            index = index[~held]
+            mapping["valid"] = (f"{src.name}/valid minus the {test_from_valid} moved to test "
+                                "(slides that train does not hold)")
         mapping.setdefault(target, f"{src.name}/{name}" if layout == "split folders" else src.name)
         outputs[target] = (images, labels, index)
         digest = source_listing_digest(items, src)  # for every split made from these images
@@ -250,7 +276,8 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
         if len(classes) < 2:
             raise PCamError(f"{name} ({mapping[name]}) would hold class {classes[0]} only; "
                             f"{name} needs both 0 and 1: add images of class {1 - classes[0]}"
-                            + (" or raise --holdout" if holdout else ""))
+                            + (" or raise --holdout" if holdout else "")
+                            + (" or change --test-from-valid" if test_from_valid else ""))
     counts = {}
     for name in SPLITS:  # fixed order: the same seed gives the same files
         if name in outputs:
@@ -269,6 +296,7 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, descript
         )
     info = {"source": "images", "synthetic": False, "folder": src.name, "layout": layout,
             "label": description, "seed": seed, "holdout": holdout,
+            "test_from_valid": test_from_valid,
             **{k: info[k] for k in ("splits", "positives", "mapping")},
             "source_listing_sha256": dict(info.get("source_listing_sha256") or {})}
     for name, (n, positives) in counts.items():

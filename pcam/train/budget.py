@@ -1,9 +1,11 @@
-"""What a training patch costs on this machine, and how many epochs fit a budget.
+"""What a training patch costs on this machine, and how many whole epochs fit a budget.
 
-The recipe study (`pcam.study`) gives every arm the same training-time budget:
-`measure_costs` times an arm's model and input pipeline on real patches, and
-`plan_budget` turns those costs into epochs and patches an epoch that fill the
-budget with their validation passes and checkpoints.
+The recipe study and the budget and data curves (`pcam.study`) give runs a
+training-time budget: `measure_costs` times a run's model and input pipeline on
+real patches, the same work timed the same way for every run, and
+`plan_budget` turns those costs into whole epochs over the whole training set
+(or, where a budget buys less than one, a fraction of one epoch) and predicts
+the minutes they take, which the run records beside the minutes it took.
 """
 
 import statistics
@@ -20,94 +22,162 @@ from pcam.errors import PCamError
 from pcam.models import build_model, get_backbone, set_phase
 from pcam.train.session import plan_phases
 
-MAX_EPOCHS = 30  # a cheap arm gets more epochs, up to this
-# Epochs cost more than their measured batches (tracing, the shuffle buffer filling,
-# iterator start-up): on the 2-core machine a head epoch measured at 21 s took 29 s.
-# Plans fill this share of the budget, so that arms end within it.
-PLAN_SHARE = 0.75
+MAX_EPOCHS = 30  # a cheap run gets more epochs, up to this
+# The settings that change what a patch costs; two runs that agree on them share
+# their measured costs (seed, learning rate or patience change nothing here).
+COST_FIELDS = ("model", "alpha", "image_size", "head_units", "batch_size", "finetune_layers",
+               "augment", "precision", "deterministic", "strategy")
+# Timing: WARMUP batches (tracing, the shuffle buffer filling) are timed apart;
+# then REPEATS chunks of CHUNK batches, whose median is the cost.
+WARMUP, REPEATS, CHUNK = 3, 5, 8
+# A run whose realised training minutes are further than this from the plan is flagged.
+TOLERANCE = 0.15
 
 
-def measure_costs(config: TrainConfig, batches: int = 30) -> dict[str, float]:
-    """What the arm costs here: seconds per patch trained (each phase) and scored,
-    and seconds an epoch spends saving its two checkpoints.
+def cost_key(config: TrainConfig) -> dict:
+    """The settings that decide `measure_costs`' result (`COST_FIELDS`)."""
+    values = config.to_dict()
+    return {name: values[name] for name in COST_FIELDS}
 
-    `batches` batches of real training patches go through the arm's model and
-    input pipeline (augmentations included); the first three, which trace and
-    warm up, are left out, and the mean of the rest is taken (the mean, not the
-    median: the pipeline's occasional waits for data are part of the cost).
-    Scoring is timed with `predict` over valid patches through the pipeline.
+
+def measure_costs(config: TrainConfig, repeats: int = REPEATS) -> dict[str, float]:
+    """What one run of these settings costs here, as medians of repeated timings.
+
+    Every phase of the model's recipe is timed (head and fine-tune for transfer,
+    scratch from scratch), whatever epochs the run gives it, so that runs with
+    the same `cost_key` can share the result.
+
+    Returns:
+        {phase: seconds per training patch (median of `repeats` chunks of
+        `CHUNK` batches, the pipeline's waits for data included),
+        "<phase>_start": seconds the first `WARMUP` batches take beyond that
+        (tracing, the shuffle buffer), "score": seconds per validation patch
+        (median of `repeats` predict passes), "score_start": the first pass's
+        extra (tracing), "epoch": seconds to save an epoch's two checkpoints
+        (median of `repeats`)}.
     """
+    batch = config.batch_size
+
     def patches(name, n, **kwargs):
-        return make_dataset(open_split(config.data_dir, name), batch_size=config.batch_size,
+        return make_dataset(open_split(config.data_dir, name), batch_size=batch,
                             max_samples=n, cache=False, **kwargs)
 
-    train = patches("train", config.batch_size * (batches + 3), shuffle=True,
+    train = patches("train", batch * (WARMUP + repeats * CHUNK), shuffle=True,
                     seed=config.seed, augment=config.augment)
     model = build_model(config.model, alpha=config.alpha, weights=config.weights,
                         head_units=config.head_units, dropout=config.dropout,
                         image_size=config.image_size)
+    recipe = get_backbone(config.model).recipe
     costs = {}
-    for phase in _phase_epochs(config):
+    for phase in ("scratch",) if recipe == "scratch" else ("head", "finetune"):
         set_phase(model, phase, finetune_layers=config.finetune_layers)
         model.compile(optimizer=keras.optimizers.Adam(1e-5), loss="binary_crossentropy")
         timer = _BatchTimes()
         model.fit(train, epochs=1, verbose=0, callbacks=[timer], shuffle=False)
-        costs[phase] = statistics.mean(timer.seconds[3:]) / config.batch_size
-    n = 10 * config.batch_size
-    model.predict(patches("valid", config.batch_size), verbose=0)  # trace
-    start = time.perf_counter()
-    model.predict(patches("valid", n), verbose=0)
-    costs["score"] = (time.perf_counter() - start) / n
-    with tempfile.TemporaryDirectory() as folder:
+        chunks = [sum(timer.seconds[WARMUP + i * CHUNK:WARMUP + (i + 1) * CHUNK])
+                  for i in range(repeats)]
+        per_batch = statistics.median(chunks) / CHUNK
+        costs[phase] = per_batch / batch
+        costs[f"{phase}_start"] = max(0.0, sum(timer.seconds[:WARMUP]) - WARMUP * per_batch)
+    valid = patches("valid", CHUNK * batch)
+    passes = []
+    for _ in range(repeats + 1):  # the first traces
         start = time.perf_counter()
-        for name in ("best", "last"):
-            model.save(Path(folder) / f"{name}.keras")
-        costs["epoch"] = time.perf_counter() - start
+        model.predict(valid, verbose=0)
+        passes.append(time.perf_counter() - start)
+    per_pass = statistics.median(passes[1:])
+    costs["score"] = per_pass / (CHUNK * batch)
+    costs["score_start"] = max(0.0, passes[0] - per_pass)
+    saves = []
+    with tempfile.TemporaryDirectory() as folder:
+        for _ in range(repeats):
+            start = time.perf_counter()
+            for name in ("best", "last"):
+                model.save(Path(folder) / f"{name}.keras")
+            saves.append(time.perf_counter() - start)
+    costs["epoch"] = statistics.median(saves)
     return costs
 
 
 def plan_budget(config: TrainConfig, costs: dict[str, float], budget_minutes: float,
-                train_n: int, valid_n: int, max_epochs: int = MAX_EPOCHS) -> dict[str, int]:
-    """Epochs and patches an epoch so that training, validation and checkpoints fill the budget.
+                train_n: int, valid_n: int, max_epochs: int = MAX_EPOCHS) -> dict:
+    """Whole epochs over all `train_n` training patches that fit `budget_minutes`.
 
-    Every training patch is used each epoch, and epochs are added (up to
-    `max_epochs`) while they fit; an arm whose `config.epochs` do not fit on
-    every patch sees fewer patches an epoch instead. Added epochs belong to the
-    last phase: head epochs for a head-only arm, fine-tune epochs for another
-    transfer arm, from-scratch epochs for a from-scratch one.
+    The run's earlier phases keep their epochs (a transfer run's head epochs);
+    its last phase gets as many whole epochs as fit (at least one, at most
+    `max_epochs` in all), each with its validation pass and checkpoints. Where
+    not even one last-phase epoch fits, every epoch of that shortest plan trains
+    on the same fraction of a pass (`steps_per_epoch`), drawn anew each epoch
+    from all the training patches; the patches an epoch never shrink otherwise.
+
+    Args:
+        config: the run's settings (phases, batch size).
+        costs: from `measure_costs` (older plans without the `*_start` keys work).
+        budget_minutes: training minutes to fill, > 0.
+        train_n: the training patches a whole epoch goes over.
+        valid_n: the validation patches scored after each epoch.
+        max_epochs: the most epochs a run gets.
 
     Returns:
-        {"epochs", "head_epochs", "max_samples"}: settings for the arm.
+        {"epochs", "head_epochs", "steps_per_epoch" (None: whole epochs),
+        "planned_minutes" (what the plan is predicted to take)}.
 
     Raises:
-        PCamError: the budget does not buy ten batches an epoch.
+        PCamError: a budget that is not a positive finite number, or one that
+            buys fewer than ten batches an epoch.
     """
-    spent = _phase_epochs(config)
-    last = list(spent)[-1]  # an added epoch's phase
-    extra = costs[last]
-    per_sample = sum(costs[phase] * n for phase, n in spent.items())
-    budget = budget_minutes * 60 * PLAN_SHARE
-    validation = valid_n * costs["score"] + costs.get("epoch", 0.0)  # and checkpoints
-    epochs = config.epochs
-    if budget >= train_n * per_sample + epochs * validation:
-        left = budget - train_n * per_sample - epochs * validation
-        epochs = min(max_epochs, epochs + int(left // (train_n * extra + validation)))
-        samples = train_n
-    else:
-        left = budget - epochs * validation
-        samples = min(int(left / per_sample) if left > 0 else 0, train_n)
-    samples -= samples % config.batch_size
-    if samples < 10 * config.batch_size:
-        raise PCamError(f"a {budget_minutes:g}-minute budget buys {samples} patches an epoch "
-                        f"for run {config.run} on this machine; raise --budget-minutes")
-    return {"epochs": epochs, "head_epochs": epochs if last == "head" else config.head_epochs,
-            "max_samples": samples}
+    if not (isinstance(budget_minutes, int | float) and 0 < budget_minutes < float("inf")):
+        raise PCamError(f"a budget of {budget_minutes!r} minutes: use a positive number")
+    phases = {p: end - first for p, (first, end) in
+              plan_phases(config, get_backbone(config.model).recipe).items() if end > first}
+    last = list(phases)[-1]  # the phase that grows with the budget
+    fixed = {p: n for p, n in phases.items() if p != last}
+    steps = -(-train_n // config.batch_size)
+
+    def seconds(epochs: dict[str, int], fraction: float = 1.0) -> float:
+        per_epoch = valid_n * costs["score"] + costs.get("epoch", 0.0)
+        return sum(costs.get(f"{p}_start", 0.0) + costs.get("score_start", 0.0)
+                   + n * (fraction * train_n * costs[p] + per_epoch)
+                   for p, n in epochs.items() if n)
+
+    budget = budget_minutes * 60
+    room = max_epochs - sum(fixed.values())
+    grow = 1
+    while grow < room and seconds({**fixed, last: grow + 1}) <= budget:
+        grow += 1
+    plan = {**fixed, last: grow}
+    fraction_steps = None
+    if seconds(plan) > budget:  # not one whole last-phase epoch: a fraction of each epoch
+        per_patch = seconds(plan) - seconds(plan, 0.0)  # the training part at fraction 1
+        fraction = (budget - seconds(plan, 0.0)) / per_patch if per_patch > 0 else 0.0
+        fraction_steps = int(fraction * steps)
+        if fraction_steps < 10:
+            raise PCamError(
+                f"a {budget_minutes:g}-minute budget buys {max(fraction_steps, 0)} batches an "
+                f"epoch for run {config.run} on this machine (ten at least); give it more "
+                "minutes")
+        fraction_steps = min(fraction_steps, steps)
+    epochs = sum(plan.values())
+    predicted = seconds(plan, 1.0 if fraction_steps is None else fraction_steps / steps)
+    return {"epochs": epochs, "head_epochs": plan.get("head", 0) if "head" in phases
+            else config.head_epochs, "steps_per_epoch": fraction_steps,
+            "planned_minutes": round(predicted / 60, 2)}
 
 
-def _phase_epochs(config: TrainConfig) -> dict[str, int]:
-    """{phase: epochs} of the phases that train (head, finetune; or scratch), in order."""
-    phases = plan_phases(config, get_backbone(config.model).recipe)
-    return {phase: end - first for phase, (first, end) in phases.items() if end > first}
+def budget_check(record: dict) -> dict | None:
+    """{"planned", "realised" (minutes), "ratio", "flagged"} of a planned run, else None.
+
+    Flagged when the realised training minutes are more than `TOLERANCE` away
+    from the plan (a busy machine, or costs that did not hold).
+    """
+    planned = (record.get("config") or {}).get("planned_minutes")
+    seconds = (record.get("timings") or {}).get("train_seconds")
+    if not planned or seconds is None:
+        return None
+    realised = seconds / 60
+    ratio = realised / planned
+    return {"planned": planned, "realised": realised, "ratio": ratio,
+            "flagged": abs(ratio - 1) > TOLERANCE}
 
 
 class _BatchTimes(keras.callbacks.Callback):

@@ -36,6 +36,7 @@ from pcam import paths, records
 from pcam.config import TrainConfig
 from pcam.data.describe import check_same_data, data_section
 from pcam.environment import environment_info
+from pcam.errors import PCamError
 from pcam.evaluation.metrics import training_metrics
 from pcam.fileio import stale_temps
 from pcam.models import check_weights, get_backbone, load_checkpoint
@@ -158,10 +159,18 @@ class TrainingRun:
                              augment=config.augment, drop_remainder=self.replicas > 1)
         valid = make_dataset(splits["valid"], batch_size=scaled.batch_size,
                              max_samples=config.max_eval_samples)
+        n_train = record["data"]["splits"]["train"]["n"]
+        whole = math.ceil(n_train / scaled.batch_size)
+        self.steps_per_epoch = whole
+        if config.steps_per_epoch is not None:  # a fraction of a pass, new patches each epoch
+            if config.steps_per_epoch > whole:
+                raise PCamError(f"steps_per_epoch={config.steps_per_epoch} is more than the "
+                                f"{whole} batches of one pass over train; leave it unset for "
+                                "whole epochs")
+            self.steps_per_epoch = config.steps_per_epoch
+            train = train.take(config.steps_per_epoch)
         self.train, self.valid = (distribute.distribute_input(ds, strategy)
                                   for ds in (train, valid))
-        n_train = record["data"]["splits"]["train"]["n"]
-        self.steps_per_epoch = math.ceil(n_train / scaled.batch_size)
         (folder / "checkpoints").mkdir(exist_ok=True)
 
     def scope(self):
