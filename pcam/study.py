@@ -126,8 +126,9 @@ def arm_config(name: str, *, experiment: str = "study", data_dir=None, weights_d
         experiment: "study" or "curves".
         data_dir: the subset's data folder (default: `data/pcam-subset`).
         weights_dir: folder of ImageNet MobileNet files named
-            `mobilenet_v1_<alpha>_imagenet_no_top.h5`; None: the file shipped in
-            `pcam/assets/` for alpha 0.5, Keras' "imagenet" download otherwise.
+            `mobilenet_v1_<alpha>_imagenet_no_top.h5` for widths other than 0.5
+            (None: Keras' "imagenet" download); alpha 0.5 always starts from the
+            file shipped in `pcam/assets/`.
         overrides: settings applied last (tests use short runs).
     """
     arms = _arms(experiment)
@@ -153,6 +154,8 @@ def _arms(experiment: str) -> dict[str, dict[str, Any]]:
 
 
 def _weights(alpha: float, weights_dir) -> str:
+    if alpha == 0.5:  # shipped in the repository (the same file as Keras' layout of it)
+        return str(DEMO_WEIGHTS)
     if weights_dir is not None:
         path = Path(weights_dir) / f"mobilenet_v1_{alpha:g}_imagenet_no_top.h5"
         if not path.is_file():

@@ -34,7 +34,9 @@ def test_every_study_arm_is_its_recipe_with_one_change_and_two_seeds(weights_dir
         assert changed == defined, name
     mobilenet = study.arm_config("baseline", weights_dir=weights_dir)
     assert (mobilenet.alpha, mobilenet.finetune_layers, mobilenet.head_epochs) == (0.5, 48, 1)
-    assert mobilenet.weights.endswith("mobilenet_v1_0.5_imagenet_no_top.h5")
+    assert mobilenet.weights == str(study.DEMO_WEIGHTS)  # shipped; weights_dir for others
+    assert study.arm_config("alpha-0.75", weights_dir=weights_dir).weights == str(
+        weights_dir / "mobilenet_v1_0.75_imagenet_no_top.h5")
     scratch = study.arm_config("scratch-baseline")
     assert (scratch.model, scratch.weights, scratch.bn_momentum) == ("resnet50", None, 0.9)
 
