@@ -49,18 +49,18 @@ def hardware_info() -> dict:
     return {
         "cpu": _cpu_model(),
         "cpu_count": os.cpu_count(),
-        "cpus_used": _cpus_used(),
+        "cpus_used": usable_cores(),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "gpus": gpus,
     }
 
 
-def _cpus_used() -> int | None:
-    """Cores this process may run on (a `taskset` or container limit), where the OS says."""
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity: `taskset`, a container's limit)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):  # not on Linux
-        return os.cpu_count()
+        return os.cpu_count() or 1
 
 
 def _git(*args: str) -> str:

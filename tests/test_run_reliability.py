@@ -542,37 +542,22 @@ def test_sigterm_during_training_stops_cleanly_and_stays_resumable(tmp_path, syn
     assert saved["config"]["epochs"] == 30
 
 
-def test_interrupt_hides_only_the_abandoned_cells_dead_kernel_error(caplog):
+@pytest.mark.parametrize("error, shown", [
+    (None, True), (ValueError("a real bug"), True), ("DeadKernelError", False)])
+def test_interrupt_hides_only_the_abandoned_cells_dead_kernel_error(error, shown):
     """After Ctrl-C or SIGTERM papermill shuts the kernel down and the cell it was running
     fails late with DeadKernelError; asyncio would print that as "Task exception was never
-    retrieved" below our one line (1 run in 4 before the filter). Other errors still show."""
-    import asyncio
-    import gc
-
+    retrieved" below our one line (1 run in 4 before the filter). Other errors still show.
+    The filter is tried on the log record asyncio builds (when and whether asyncio logs it
+    depends on the interpreter's garbage collection; the end-to-end tests above check that
+    nothing follows the one line)."""
     from nbclient.exceptions import DeadKernelError
 
     from pcam.notebooks import _abandoned_cell
 
-    async def fail(error):
-        raise error
-
-    def abandon(error):
-        loop = asyncio.new_event_loop()
-        task = loop.create_task(fail(error))
-        loop.run_until_complete(asyncio.wait([task]))  # done; its exception never retrieved
-        loop.close()
-        del task
-        gc.collect()
-
-    logger = logging.getLogger("asyncio")
-    logger.addFilter(_abandoned_cell)
-    try:
-        with caplog.at_level(logging.ERROR, logger="asyncio"):
-            abandon(DeadKernelError("Kernel died"))
-            assert caplog.records == []
-            abandon(ValueError("a real bug"))
-    finally:
-        logger.removeFilter(_abandoned_cell)
-    assert len(caplog.records) == 1
-    assert "never retrieved" in caplog.records[0].getMessage()
-    assert isinstance(caplog.records[0].exc_info[1], ValueError)
+    if error == "DeadKernelError":
+        error = DeadKernelError("Kernel died")
+    exc_info = (type(error), error, None) if error is not None else None
+    record = logging.LogRecord("asyncio", logging.ERROR, __file__, 1,
+                               "Task exception was never retrieved", (), exc_info)
+    assert _abandoned_cell(record) is shown
