@@ -182,7 +182,8 @@ def test_protocol_says_timings_vary(dirty_runs):
     results, readme, images = dirty_runs
     build_report(results, readme, images, gradcam=False, allow_dirty=True)
     lines = readme.read_text().splitlines()
-    assert "| train time (min) | 45 |  |  |  | 45 |  |  |  |" in lines  # 2,701 s and 2,702 s
+    # 2,701 s and 2,702 s
+    assert "| train minutes (planned / realised) | – / 45 |  |  |  | – / 45 |  |  |  |" in lines
     assert ("Timings are rounded to two significant figures: on a shared machine they vary up "
             "to 2x between runs.") in readme.read_text()
 
@@ -230,3 +231,25 @@ def test_git_state_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypat
     (tmp_path / "code.py").write_text("x = 2\n")
     state = environment.git_state()
     assert state["dirty"] is True and len(state["commit"]) == 40
+
+
+@pytest.mark.parametrize("git", [{"commit": None, "dirty": None},
+                                 {"commit": "295794b" + "0" * 33, "dirty": None},
+                                 {"commit": None, "dirty": False}])
+def test_a_run_whose_git_state_is_unknown_is_refused_like_a_dirty_one(tmp_path, git):
+    """git missing or unreadable ("dubious ownership") when the run was made: provenance
+    fails closed."""
+    results = tmp_path / "results"
+    folder = make_run(results, "mobilenet-pub", "mobilenet", seed=1)
+    record = records.read_record(folder)
+    record["environment"]["git"] = git
+    records.write_record(folder, record)
+    readme = tmp_path / "README.md"
+    readme.write_text(README)
+    with pytest.raises(PCamError, match="mobilenet-pub: the record does not say which commit "
+                                        ".* cannot be traced"):
+        build_report(results, readme, tmp_path / "images", gradcam=False)
+    assert readme.read_text() == README and not (tmp_path / "images").exists()
+    build_report(results, readme, tmp_path / "images", gradcam=False, allow_dirty=True)
+    assert ("run `mobilenet-pub`: commit or tree state unknown (git unavailable when it ran)"
+            in readme.read_text())

@@ -66,6 +66,8 @@ def test_report_rewrites_only_between_markers_and_is_idempotent(two_runs):
 
 
 def test_table_numbers_are_the_records_numbers(two_runs):
+    from pcam.report.progress import progress_cell
+
     results, readme, images = two_runs
     build_report(results, readme, images, gradcam=False)
     block = _block(readme)
@@ -88,9 +90,11 @@ def test_table_numbers_are_the_records_numbers(two_runs):
         ("valid", "seconds"), ("test", "seconds"), ("test", "tta_seconds"))] for r in records]
     assert seconds[0][1:] == ["1.2", "2.2", "10"]  # 1.25, 2.25, 10.5 s, from fake_runs
     assert _row("inference time (s)", seconds[0] + seconds[1]) in lines
-    train = [[round_sig(r['timings']['train_seconds'] / 60), "", "", ""] for r in records]
-    assert train[0][0] == "45"  # 2,701 s
-    assert _row("train time (min)", train[0] + train[1]) in lines
+    # unplanned runs: no planned minutes; 2,701 s and 2,702 s realised
+    assert _row("train minutes (planned / realised)", ["– / 45", "", "", ""] * 2) in lines
+    ends = [progress_cell(r) for r in records]
+    assert ends[0].startswith(("improving", "flat, schedule ended", "plateaued"))
+    assert _row("end of training", [ends[0], "", "", "", ends[1], "", "", ""]) in lines
     assert "**Data:** PCam subset (JPEG), not the PCam test split." in block
     assert "**Split mapping:** test: valid; valid: 2,000 held out from train." in block
     assert "McNemar" in block and "p = " in block
@@ -161,10 +165,12 @@ def test_cli_report(two_runs):
     assert "mobilenet test" in readme.read_text()
 
 
-def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch):
+def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch, capsys):
     import numpy as np
     from test_gradcam import _dark_blob_model, _patches_with_blobs
 
+    from pcam.data.describe import fingerprint
+    from pcam.data.h5read import open_split
     from pcam.data.h5write import write_split
 
     results = tmp_path / "results"
@@ -174,11 +180,12 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch)
     with np.load(run_dir / "predictions" / "test.npz") as npz:
         labels = npz["y_true"]
     images = _patches_with_blobs([(20, 20 + 2 * i) for i in range(len(labels))])
-    record = json.loads((run_dir / "record.json").read_text())
-    record["data"]["dir"] = "<external>/x/data"  # outside the project: $PCAM_DATA_DIR is used
-    (run_dir / "record.json").write_text(json.dumps(record))
     monkeypatch.setenv("PCAM_DATA_DIR", str(tmp_path / "data"))
     write_split(tmp_path / "data", "test", images, labels)
+    record = json.loads((run_dir / "record.json").read_text())
+    record["data"]["dir"] = "<external>/x/data"  # outside the project: $PCAM_DATA_DIR is used
+    record["data"]["fingerprint"] = fingerprint({"test": open_split(tmp_path / "data", "test")})
+    (run_dir / "record.json").write_text(json.dumps(record))
     readme = tmp_path / "README.md"
     readme.write_text(README)
     build_report(results, readme, tmp_path / "images")
@@ -186,6 +193,14 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch)
     assert "(images/mobilenet_gradcam.png)" in readme.read_text()
     if __import__("shutil").which("dot"):
         assert (tmp_path / "images" / "mobilenet_model.png").exists()
+
+    # Other data under $PCAM_DATA_DIR (same labels, other patches): not the run's data, so
+    # its Grad-CAM is not redrawn from them; the earlier figure stays.
+    drawn = (tmp_path / "images" / "mobilenet_gradcam.png").read_bytes()
+    write_split(tmp_path / "data", "test", images[::-1].copy(), labels)
+    build_report(results, readme, tmp_path / "images")
+    assert "is not the data run tiny was trained on" in capsys.readouterr().out
+    assert (tmp_path / "images" / "mobilenet_gradcam.png").read_bytes() == drawn
 
 
 @pytest.mark.parametrize(("data", "expected"), [
@@ -214,3 +229,63 @@ def test_evaluated_train_split_is_used_with_its_ci(tmp_path):
     train = json.loads((run_dir / "record.json").read_text())["metrics"]["train"]["single"]
     assert f"| F1 (%) | {_pct(train, 'at_chosen.f1')} | " in block  # first column: train
     assert "the first training patches of the file (N below) evaluated like valid and test" in block
+
+
+def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_runs, capsys):
+    """Without a run's test predictions the paired comparison and the ROC/calibration
+    figures cannot be rebuilt: the block is kept and the cause named, unless told."""
+    results, readme, images = two_runs
+    build_report(results, readme, images, gradcam=False)
+    before = readme.read_text()
+    assert "**Paired comparison** " in before and "compare_roc_pr.png" in before
+    (results / "resnet50-pub" / "predictions" / "test.npz").unlink()
+    with pytest.raises(PCamError, match="would lose the link to images/compare_reliability.png"
+                                        ".*the paired comparison.*--drop-missing"):
+        build_report(results, readme, images, gradcam=False)
+    assert readme.read_text() == before
+    build_report(results, readme, images, gradcam=False, drop_missing=True)
+    assert "**Paired comparison** " not in readme.read_text()
+
+
+@pytest.mark.parametrize("damage", ["truncate", "nan", "not-npz", "no-y_prob"])
+def test_damaged_predictions_are_named_with_what_to_do(two_runs, damage):
+    import numpy as np
+
+    results, readme, images = two_runs
+    path = results / "resnet50-pub" / "predictions" / "test.npz"
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    if damage == "truncate":
+        path.write_bytes(path.read_bytes()[:200])
+    elif damage == "nan":
+        arrays["y_prob"][3] = np.nan
+        np.savez(path, **arrays)
+    elif damage == "not-npz":
+        path.write_text("hello")
+    else:
+        del arrays["y_prob"]
+        np.savez(path, **arrays)
+    with pytest.raises(PCamError, match=r"resnet50-pub/predictions/test.npz.*rerun `python -m "
+                                        r"pcam evaluate --run resnet50-pub`"):
+        build_report(results, readme, images, gradcam=False)
+    assert readme.read_text() == README
+
+
+def test_a_metric_that_is_not_a_number_shows_a_dash_not_nan():
+    from pcam.report.table import percent_cell
+
+    assert percent_cell(float("nan"), [0.1, 0.2]) == "–"
+    assert percent_cell(0.5, [float("nan"), float("nan")]) == "50.0"
+    assert percent_cell(0.5, [0.4, 0.6]) == "50.0 ± 10.0"
+
+
+def test_a_read_only_readme_is_named_before_any_figure_is_drawn(two_runs, monkeypatch):
+    """(`os.access` stands in for a read-only file: CI runs as root, who may write any.)"""
+    import os
+
+    results, readme, images = two_runs
+    monkeypatch.setattr(os, "access", lambda path, mode: os.fspath(path) != os.fspath(readme))
+    with pytest.raises(PCamError, match=r"README.md is a read-only file, so the report cannot "
+                                        r"update it; .*nothing was changed"):
+        build_report(results, readme, images, gradcam=False)
+    assert not images.exists() and readme.read_text() == README

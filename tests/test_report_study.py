@@ -1,28 +1,44 @@
-"""The recipe study's README block and figure, from fake but schema-complete arm records."""
+"""The study's and the curves' README blocks and figures, from fake but schema-complete records."""
 
 import json
 
+import numpy as np
 import pytest
 from fake_runs import make_run
 
 from pcam import records
 from pcam.errors import PCamError
+from pcam.report import curves, progress
 from pcam.report.build import build_report
-from pcam.report.study import END, START, pending_arms, study_rows, study_table
+from pcam.report.study import (
+    END,
+    START,
+    paired_differences,
+    pending_arms,
+    study_rows,
+    study_table,
+    verdict,
+)
 
-ARMS = {"baseline": "the recipe as published", "aug-none": "no augmentation",
-        "size-160": "input upsampled to 160 px"}
+ARMS = {"baseline": ("the recipe", None), "baseline-seed1": ("the recipe, seed 1", None),
+        "aug-none": ("no augmentation", "baseline"),
+        "aug-none-seed1": ("no augmentation, seed 1", "baseline-seed1"),
+        "size-160": ("input upsampled to 160 px", "baseline")}
+
+
+def _plan(folder, arms):
+    plan = {"hardware": {}, "arms": {
+        arm: {"what": what, "budget_minutes": 10.0, "baseline": base, "cost_key": {},
+              "costs": {}, "settings": {}} for arm, (what, base) in arms.items()}}
+    (folder / "plan.json").write_text(json.dumps(plan))
 
 
 @pytest.fixture
 def study_folder(tmp_path):
     folder = tmp_path / "results" / "study"
     folder.mkdir(parents=True)
-    plan = {"budget_minutes": 10.0, "hardware": {}, "arms": {
-        arm: {"what": what, "cost_key": {}, "costs": {}, "settings": {}}
-        for arm, what in ARMS.items()}}
-    (folder / "plan.json").write_text(json.dumps(plan))
-    for seed, arm in enumerate(("baseline", "aug-none")):
+    _plan(folder, ARMS)
+    for seed, arm in enumerate(("baseline", "baseline-seed1", "aug-none", "aug-none-seed1")):
         make_run(folder, arm, published=False, seed=seed)
     running = make_run(folder, "size-160", published=False, seed=5)
     record = records.read_record(running)
@@ -31,24 +47,62 @@ def study_folder(tmp_path):
     return folder
 
 
-def test_table_has_a_row_per_complete_arm_in_plan_order(study_folder):
+def test_rows_pair_each_seed_with_the_baseline_of_that_seed(study_folder):
     rows = study_rows(study_folder)
-    assert [r["arm"] for r in rows] == ["baseline", "aug-none"]
+    assert [(r["arm"], r["name"], r["seed"], r["baseline"]) for r in rows] == [
+        ("baseline", "baseline", 0, None), ("baseline-seed1", "baseline", 1, None),
+        ("aug-none", "aug-none", 0, "baseline"),
+        ("aug-none-seed1", "aug-none", 1, "baseline-seed1")]
     assert pending_arms(study_folder) == ["size-160"]
-    table = study_table(rows, pending_arms(study_folder))
+
+
+def test_paired_difference_is_the_arm_minus_its_baseline_on_valid(study_folder):
+    from sklearn.metrics import roc_auc_score
+
+    rows = study_rows(study_folder)
+    diffs = paired_differences(study_folder, rows)
+    assert set(diffs) == {"aug-none", "aug-none-seed1"}
+    for arm, base in (("aug-none", "baseline"), ("aug-none-seed1", "baseline-seed1")):
+        with np.load(study_folder / arm / "predictions" / "valid.npz") as a, \
+                np.load(study_folder / base / "predictions" / "valid.npz") as b:
+            expected = (roc_auc_score(a["y_true"], a["y_prob"])
+                        - roc_auc_score(b["y_true"], b["y_prob"]))
+        assert diffs[arm]["diff"] == pytest.approx(expected)
+        low, high = diffs[arm]["ci"]
+        assert low <= diffs[arm]["diff"] <= high and diffs[arm]["unit"] == "patches"
+
+
+@pytest.mark.parametrize("cis, words", [
+    ([(0.01, 0.03), (0.002, 0.02)], "better"),
+    ([(-0.03, -0.01), (-0.02, -0.001)], "worse"),
+    ([(0.01, 0.03), (-0.001, 0.02)], "no difference detected at this budget"),
+    ([(0.01, 0.03), (-0.03, -0.01)], "no difference detected at this budget"),
+    ([(0.01, 0.03)], "one seed: not claimed"),
+    ([(0.01, 0.03), None], "one seed: not claimed"),
+])
+def test_verdict_claims_an_effect_only_when_every_seed_excludes_zero(cis, words):
+    diffs = [None if ci is None else {"diff": sum(ci) / 2, "ci": list(ci)} for ci in cis]
+    assert verdict(diffs) == words
+
+
+def test_table_shows_valid_only_with_the_paired_differences_and_the_rule(study_folder):
+    rows = study_rows(study_folder)
+    diffs = paired_differences(study_folder, rows)
+    table = study_table(rows, pending_arms(study_folder), diffs)
     lines = table.splitlines()
-    assert lines[0].startswith("| arm | change | epochs | patches an epoch | train min | "
-                               "valid AUC (%) |")
-    baseline = rows[0]["record"]
-    auc = baseline["metrics"]["test"]["single"]["roc_auc"]
-    low, high = baseline["metrics"]["test"]["single"]["ci"]["roc_auc"]
-    row = lines[2].split(" | ")
-    assert row[0] == "| `baseline`" and row[1] == "the recipe as published"
-    max_samples = baseline["config"]["max_samples"]
-    assert row[3] == (f"{max_samples:,}" if max_samples else "all")
-    assert row[4] == "45"  # 2700 s of training
-    assert row[6] == f"{100 * auc:.1f} ± {100 * (high - low) / 2:.1f}"
+    assert lines[0] == ("| arm | change | seed | epochs | minutes | end | valid AUC (%) | "
+                        "Δ valid AUC vs baseline (points, 95% CI) | verdict |")
+    assert "test" not in lines[0]
+    aug = [line.split(" | ") for line in lines if "| `aug-none` |" in line][0]
+    d = diffs["aug-none"]
+    assert aug[7] == (f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, "
+                      f"{100 * d['ci'][1]:+.1f}]")
+    assert aug[8].rstrip(" |") == verdict([diffs["aug-none"], diffs["aug-none-seed1"]])
+    assert aug[4] == "– / 45"  # unplanned fake runs: 2700 s realised
     assert "Not complete yet: `size-160`." in table
+    assert "excludes zero, in the same direction, for every seed" in table
+    # as the records say: patience 5 cannot stop a 5-epoch run
+    assert "early stopping is off, so every arm spends its budget" in table
 
 
 def test_report_rebuilds_the_study_block_and_figure(study_folder, tmp_path):
@@ -62,46 +116,135 @@ def test_report_rebuilds_the_study_block_and_figure(study_folder, tmp_path):
     text = readme.read_text()
     block = text.split(START)[1].split(END)[0]
     assert "| `baseline` |" in block and "| `aug-none` |" in block and "stale text" not in block
-    assert "![Recipe study: valid and test ROC AUC per arm](images/study.png)" in block
+    assert "](images/study.png)" in block
     assert (images / "study.png").stat().st_size > 10_000
     assert text.endswith(f"{END}\ntail\n")
     build_report(results=results, readme=readme, images=images, gradcam=False)
     assert readme.read_text() == text  # deterministic
 
 
+def test_report_keeps_the_study_block_when_an_arm_it_shows_is_gone(study_folder, tmp_path):
+    """One interrupted or removed arm must not replace an 18-arm table with less."""
+    results = study_folder.parent
+    make_run(results, "mobilenet-x")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n"
+                      f"{START}\n{END}\n")
+    build_report(results=results, readme=readme, images=tmp_path / "images", gradcam=False)
+    before = readme.read_text()
+    record = records.read_record(study_folder / "aug-none")
+    record["status"] = "running"  # interrupted by a rerun
+    records.write_record(study_folder / "aug-none", record)
+    with pytest.raises(PCamError, match="shows aug-none, which .* no longer holds complete, "
+                                        "so the study block was kept"):
+        build_report(results=results, readme=readme, images=tmp_path / "images",
+                     gradcam=False)
+    assert readme.read_text() == before
+
+
 def test_unreadable_plan_names_the_file(study_folder):
     (study_folder / "plan.json").write_text("{")
     with pytest.raises(PCamError, match=r"cannot read the study plan .*plan.json"):
         study_rows(study_folder)
+    (study_folder / "plan.json").write_text("{}")
+    with pytest.raises(PCamError, match=r"plan .*plan.json has no 'arms' object"):
+        study_rows(study_folder)
 
 
 def test_arms_from_a_dirty_tree_are_named_under_the_table(study_folder):
-    """An arm whose record says it trained with uncommitted changes is named with its
-    commit; a clean arm is not."""
     path = study_folder / "aug-none"
     record = records.read_record(path)
     record["environment"]["git"] = {"commit": "40fb09e" + "0" * 33, "dirty": True}
     records.write_record(path, record)
-    rows = study_rows(study_folder)
-    assert not rows[0]["record"]["environment"]["git"]["dirty"]  # baseline stays clean
-
-    table = study_table(rows)
+    table = study_table(study_rows(study_folder))
     assert ("**Dirty tree:** `aug-none` (commit 40fb09e) trained with uncommitted changes "
             "in the tree") in table
     assert "`baseline`" not in table.split("**Dirty tree:**")[1]
 
 
-def test_rows_put_mobilenet_first_and_each_seed_after_its_arm(tmp_path):
-    """Plan order is the order arms were first run; the table groups by model and puts
-    `<arm>-seed<N>` under `<arm>`."""
+def test_a_legacy_plan_without_baselines_pairs_arms_by_name(tmp_path):
+    """Plans written before arms named their baseline (the first study) still report:
+    `<arm>-seed<N>` pairs with `baseline-seed<N>`, ResNet50 arms with scratch-baseline."""
     folder = tmp_path / "study"
     folder.mkdir()
-    arms = {"baseline": "mobilenet", "scratch-x": "resnet50", "aug-none": "mobilenet",
-            "baseline-seed1": "mobilenet", "scratch-x-seed1": "resnet50"}
+    arms = {"baseline": "mobilenet", "scratch-baseline": "resnet50", "aug-none": "mobilenet",
+            "baseline-seed1": "mobilenet", "scratch-x": "resnet50"}
     plan = {"budget_minutes": 10.0, "hardware": {}, "arms": {
         arm: {"what": arm, "cost_key": {}, "costs": {}, "settings": {}} for arm in arms}}
     (folder / "plan.json").write_text(json.dumps(plan))
     for seed, (arm, model) in enumerate(arms.items()):
         make_run(folder, arm, model, published=False, seed=seed)
-    assert [r["arm"] for r in study_rows(folder)] == [
-        "baseline", "baseline-seed1", "aug-none", "scratch-x", "scratch-x-seed1"]
+    rows = study_rows(folder)
+    assert [(r["arm"], r["baseline"]) for r in rows] == [
+        ("baseline", None), ("baseline-seed1", None), ("aug-none", "baseline"),
+        ("scratch-baseline", None), ("scratch-x", "scratch-baseline")]
+
+
+def test_progress_rule_accounts_for_the_learning_rate_at_the_end():
+    def record(val_aucs, rates, peak=1e-3, phase="finetune"):
+        history = [{"epoch": i + 1, "phase": phase, "val_auc": auc, "learning_rate": rate}
+                   for i, (auc, rate) in enumerate(zip(val_aucs, rates, strict=True))]
+        return {"config": {"finetune_learning_rate": peak, "learning_rate": peak},
+                "history": history}
+
+    improving = record([0.8, 0.9, 0.91], [1e-3, 5e-4, 1e-5])
+    assert progress.progress(improving)["state"] == progress.IMPROVING
+    annealed = record([0.8, 0.92, 0.91], [1e-3, 5e-4, 1e-5])
+    assert progress.progress(annealed)["state"] == progress.SCHEDULE_ENDED
+    assert progress.progress_cell(annealed) == "flat, schedule ended (rate 1.0% of peak)"
+    live = record([0.8, 0.92, 0.91], [1e-3, 1e-3, 1e-3])
+    assert progress.progress(live)["state"] == progress.PLATEAUED
+    assert progress.progress_cell(live) == "plateaued (rate 100% of peak)"
+    assert progress.progress({"history": []}) is None and progress.progress_cell({}) == "–"
+
+
+def _curves_folder(tmp_path):
+    folder = tmp_path / "results" / "curves"
+    folder.mkdir(parents=True)
+    points = {"mobilenet-10min": ("mobilenet", 10.0, 120), "mobilenet-30min": (
+        "mobilenet", 30.0, 120), "resnet50-10min": ("resnet50", 10.0, 120),
+        "resnet50-30min": ("resnet50", 30.0, 120)}
+    plan = {"hardware": {}, "arms": {run: {"what": run, "budget_minutes": minutes}
+                                     for run, (_, minutes, _) in points.items()}}
+    (folder / "plan.json").write_text(json.dumps(plan))
+    for seed, (run, (model, minutes, _)) in enumerate(points.items()):
+        path = make_run(folder, run, model, published=False, seed=seed, tta=False)
+        record = records.read_record(path)
+        record["config"]["planned_minutes"] = minutes
+        record["timings"]["train_seconds"] = minutes * 60 * (1.2 if seed == 3 else 0.95)
+        records.write_record(path, record)
+    return folder
+
+
+def test_curves_pair_the_models_at_each_budget_on_test(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    folder = _curves_folder(tmp_path)
+    points = curves.curve_points(folder)
+    assert [p["run"] for p in points] == ["mobilenet-10min", "mobilenet-30min",
+                                          "resnet50-10min", "resnet50-30min"]
+    found = curves.gaps(folder, points)
+    assert [(g["budget"], g["patches"]) for g in found] == [(10.0, 120), (30.0, 120)]
+    with np.load(folder / "mobilenet-10min" / "predictions" / "test.npz") as a, \
+            np.load(folder / "resnet50-10min" / "predictions" / "test.npz") as b:
+        expected = roc_auc_score(a["y_true"], a["y_prob"]) - roc_auc_score(b["y_true"],
+                                                                           b["y_prob"])
+    assert found[0]["diff"] == pytest.approx(expected)
+    table = curves.curves_table(points, found)
+    assert "| `resnet50-30min` | resnet50 | 30 | 120 | 5 | 30 / 36 † |" in table
+    assert "| `mobilenet-10min` | mobilenet | 10 | 120 | 5 | 10 / 10 |" in table
+    assert "MobileNet minus ResNet50 (points, 95% CI)" in table
+
+
+def test_report_draws_the_curves_block_and_figure(tmp_path):
+    folder = _curves_folder(tmp_path)
+    make_run(folder.parent, "mobilenet-x")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n"
+                      f"{curves.START}\nold\n{curves.END}\n")
+    build_report(results=folder.parent, readme=readme, images=tmp_path / "images",
+                 gradcam=False)
+    block = readme.read_text().split(curves.START)[1].split(curves.END)[0]
+    assert "| `mobilenet-30min` |" in block and "old" not in block
+    assert "](images/curves.png)" in block
+    assert (tmp_path / "images" / "curves.png").stat().st_size > 10_000

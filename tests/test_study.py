@@ -115,14 +115,18 @@ def test_a_budget_short_of_one_epoch_trains_a_fraction_of_one():
 
 
 def test_budget_check_flags_runs_off_their_plan_by_more_than_15_percent():
+    from pcam.report.progress import budget_check, minutes_cell
+
     record = {"config": {"planned_minutes": 10.0}, "timings": {"train_seconds": 690.0}}
-    assert budget.budget_check(record) == {"planned": 10.0, "realised": 11.5, "ratio": 1.15,
-                                           "flagged": False}
+    assert budget_check(record) == {"planned": 10.0, "realised": 11.5, "ratio": 1.15,
+                                    "flagged": False}
+    assert minutes_cell(record) == "10 / 12"
     record["timings"]["train_seconds"] = 700.0
-    assert budget.budget_check(record)["flagged"]
+    assert budget_check(record)["flagged"] and minutes_cell(record) == "10 / 12 †"
     record["timings"]["train_seconds"] = 500.0
-    assert budget.budget_check(record)["flagged"]
-    assert budget.budget_check({"config": {}, "timings": {"train_seconds": 1.0}}) is None
+    assert budget_check(record)["flagged"]
+    unplanned = {"config": {}, "timings": {"train_seconds": 540.0}}
+    assert budget_check(unplanned) is None and minutes_cell(unplanned) == "– / 9"
 
 
 def test_a_fraction_of_an_epoch_trains_that_many_batches(tmp_path, synthetic_data_dir):

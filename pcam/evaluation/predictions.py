@@ -6,11 +6,13 @@ patch), all in the split's file order.
 """
 
 import io
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from pcam.errors import PCamError
 from pcam.fileio import write_bytes
 
 
@@ -67,15 +69,34 @@ def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictio
         run_dir: the run folder (holding record.json).
         record: its record; `record["predictions"][split]` is the run-relative npz path.
         split: "train", "valid" or "test".
+
+    Raises:
+        PCamError: the file cannot be read (truncated, not an npz, arrays
+            missing), its arrays disagree in length, or it holds probabilities
+            that are not numbers in [0, 1].
     """
     rel = (record.get("predictions") or {}).get(split)
-    if not rel or not (Path(run_dir) / rel).exists():
+    path = Path(run_dir) / rel if rel else None
+    if path is None or not path.exists():
         return None
-    with np.load(Path(run_dir) / rel) as npz:
-        y_true = np.asarray(npz["y_true"]).reshape(-1)
-        y_prob = np.asarray(npz["y_prob"], dtype=np.float64).reshape(-1)
-        tta = npz["y_prob_tta"] if "y_prob_tta" in npz.files else None
-        slides = np.asarray(npz["slides"], dtype=str) if "slides" in npz.files else None
+    redo = (f"rerun `python -m pcam evaluate --run {record.get('run', Path(run_dir).name)}` "
+            "to write it again")
+    try:
+        with np.load(path) as npz:
+            y_true = np.asarray(npz["y_true"]).reshape(-1)
+            y_prob = np.asarray(npz["y_prob"], dtype=np.float64).reshape(-1)
+            tta = npz["y_prob_tta"] if "y_prob_tta" in npz.files else None
+            slides = np.asarray(npz["slides"], dtype=str) if "slides" in npz.files else None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as error:
+        raise PCamError(f"cannot read {path} ({type(error).__name__}: "
+                        f"{error}); {redo}") from None
+    if y_prob.size != y_true.size:
+        raise PCamError(f"{path} holds {y_true.size} labels but {y_prob.size} "
+                        f"probabilities; {redo}")
+    bad = int((~np.isfinite(y_prob) | (y_prob < 0) | (y_prob > 1)).sum())
+    if bad:
+        raise PCamError(f"{path} holds {bad} probabilities that are not numbers "
+                        f"in [0, 1] (NaN or out of range); {redo}")
     if tta is not None:
         tta = np.asarray(tta, dtype=np.float64).reshape(-1)
         if tta.size != y_prob.size:

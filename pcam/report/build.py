@@ -6,6 +6,7 @@ the data), and are skipped with a note when those are absent.
 """
 
 import os
+import re
 from pathlib import Path
 
 from pcam import plots
@@ -15,6 +16,7 @@ from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
 from pcam.fileio import write_text
 from pcam.paths import IMAGES_DIR, README, display_path, results_dir
+from pcam.report.curves import update_curves_block
 from pcam.report.inputs import common_split, load_records, published_records
 from pcam.report.protocol import protocol_text
 from pcam.report.provenance import NEEDS_CHECKPOINT, check_clean, dirty_note
@@ -33,6 +35,25 @@ def _data_dir(record: dict, split: str) -> Path:
     stored = (record.get("metrics") or {}).get(split, {}).get("data_dir")
     stored = stored or (record.get("data") or {}).get("dir")
     return from_display_path(stored) or data_dir()
+
+
+def _recorded_split(record: dict, name: str):
+    """The split `name` of the data `record`'s run was trained on, checked against the
+    record's data fingerprint; `PCamError` saying why it cannot be used otherwise."""
+    from pcam.data.describe import fingerprint, fingerprint_changes
+    from pcam.data.h5read import open_split
+
+    folder = _data_dir(record, name)
+    split = open_split(folder, name)
+    recorded = ((record.get("data") or {}).get("fingerprint") or {}).get(name)
+    if recorded is None:
+        raise PCamError(f"the record has no fingerprint of its {name} split, so "
+                        f"{display_path(folder)} cannot be checked against it")
+    changed, _ = fingerprint_changes({name: recorded}, fingerprint({name: split}))
+    if changed:
+        raise PCamError(f"{display_path(folder)} is not the data run {record['run']} was "
+                        f"trained on ({changed[0]}); set PCAM_DATA_DIR to that data")
+    return split
 
 
 def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list[str]:
@@ -59,9 +80,9 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     if pred is None:
         return notes + [f"{record['run']}: no predictions; Grad-CAM skipped"]
     try:
-        from pcam.data.h5read import open_split, read_images, read_labels
+        from pcam.data.h5read import read_images, read_labels
 
-        split = open_split(_data_dir(record, pred.split), pred.split)
+        split = _recorded_split(record, pred.split)
         cases = select_cases(pred.y_true, pred.y_prob, pred.threshold, per_case=4, seed=0)
         wanted = sorted({int(i) for index in cases.values() for i in index})
         labels = read_labels(split)
@@ -77,13 +98,16 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
 
 def _data_figures(record: dict, images: Path) -> list[str]:
     """Patches of each class and one patch under each augmentation, from a run's train split."""
-    from pcam.data.h5read import open_split, read_images, read_labels
+    from pcam.data.h5read import read_images, read_labels
 
     try:
-        split = open_split(_data_dir(record, "train"), "train")
+        split = _recorded_split(record, "train")
     except PCamError as error:
-        return [f"sample and augmentation figures skipped ({error})"]
-    plots.plot_sample_grid(read_images(split, 0, 256), read_labels(split)[:256],
+        kept = "the files an earlier report drew are kept" if (
+            images / "samples.png").exists() else "not drawn"
+        return [f"sample and augmentation figures: {kept} ({error})"]
+    n = min(256, split.length)
+    plots.plot_sample_grid(read_images(split, 0, n), read_labels(split)[:n],
                            images / "samples.png")
     plots.plot_augmentations(read_images(split, 0, 1)[0], images / "augmentations.png", seed=0)
     return []
@@ -137,6 +161,28 @@ def _table_models(text: str) -> set[str]:
     return {cell.split()[0] for cell in header.strip(" |").split("|")[1:] if cell.split()}
 
 
+def _links(text: str) -> set[str]:
+    return set(re.findall(r"\]\(([^)\s]+)\)", text))
+
+
+def _lost(old: str, new: str) -> list[str]:
+    """What the results block shows now that the rebuilt one would not."""
+    lost = [f"the link to {link}" for link in sorted(_links(old) - _links(new))]
+    if "**Paired comparison** " in old and "**Paired comparison** " not in new:
+        lost.append("the paired comparison")
+    return lost
+
+
+def _check_writable(path: Path) -> None:
+    """`PCamError` before any figure is drawn when `path` cannot be replaced."""
+    folder = path.parent if str(path.parent) else Path(".")
+    for target, what in ((path, "file"), (folder, "folder")):
+        if target.exists() and not os.access(target, os.W_OK):
+            raise PCamError(f"{display_path(target)} is a read-only {what}, so the report "
+                            "cannot update it; make it writable (chmod u+w) and rerun; "
+                            "nothing was changed")
+
+
 def _keep_block(readme: Path, why: str, what: str) -> None:
     print(f"note: the results block of {display_path(readme)} is kept as it is")
     raise PCamError(f"{why}, so the results block of {display_path(readme)} was kept; {what}")
@@ -166,7 +212,8 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         published_only: False reports every run in `results` (one per model),
             for a demo folder with its own README-like file.
         drop_missing: rebuild the table without a model that has no published
-            run any more (says which).
+            run any more (says which), or without a figure link or the paired
+            comparison that can no longer be rebuilt (a missing predictions file).
         allow_dirty: publish runs trained from a dirty tree, named under the table.
 
     Raises:
@@ -180,6 +227,7 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
         raise PCamError(f"{display_path(readme)} does not exist; give --readme")
     text = readme.read_text()
     replace_block(text, "", name=display_path(readme))  # check the markers before any work
+    _check_writable(readme)
     folder = results_dir(results)
     if not folder.is_dir():
         raise PCamError(f"results folder {folder} does not exist; give --results "
@@ -216,10 +264,18 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
                   for r in records if r.get("status") != "complete"]
         for note in notes:
             print(f"note: {note}")
+        lost = _lost(current, block)
+        if lost and not drop_missing:
+            causes = "; ".join(n for n in notes if "skipped" in n or "missing" in n)
+            _keep_block(readme, f"the rebuilt block would lose {', '.join(lost)}"
+                        + (f" ({causes})" if causes else ""),
+                        "restore what is missing (a run's predictions/<split>.npz: rerun "
+                        "`python -m pcam evaluate --run RUN`), or pass --drop-missing to "
+                        "rebuild without it")
     new = replace_block(text, block, name=display_path(readme))
-    new = update_study_block(new, folder / "study", images,
-                             Path(os.path.relpath(images, readme.parent)).as_posix(),
-                             name=display_path(readme))
+    prefix = Path(os.path.relpath(images, readme.parent)).as_posix()
+    new = update_study_block(new, folder / "study", images, prefix, name=display_path(readme))
+    new = update_curves_block(new, folder / "curves", images, prefix, name=display_path(readme))
     if new != text:
         write_text(readme, new)
     print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")

@@ -28,15 +28,33 @@ def dirty_runs(records: list[dict]) -> list[dict]:
     return [r for r in records if _git(r).get("dirty") is True]
 
 
+def untraced_runs(records: list[dict]) -> list[dict]:
+    """The records whose commit or cleanliness could not be established (git missing
+    or unreadable when the run was made): provenance fails closed, like a dirty tree."""
+    return [r for r in records
+            if _git(r).get("dirty") is not False or not _git(r).get("commit")]
+
+
 def check_clean(records: list[dict], *, allow_dirty: bool = False) -> None:
-    """Refuse to publish runs trained from a dirty tree, unless `allow_dirty`.
+    """Refuse to publish runs that cannot be traced to a clean commit, unless `allow_dirty`.
 
     Raises:
         PCamError: naming each such run and its commit, saying to retrain it
             from a clean committed tree or to pass --allow-dirty.
     """
+    if allow_dirty:
+        return
+    unknown = [r for r in untraced_runs(records) if r not in dirty_runs(records)]
+    if unknown:
+        names = ", ".join(r["run"] for r in unknown)
+        raise PCamError(
+            f"published run(s) {names}: the record does not say which commit the run was "
+            "trained from, or whether the tree was clean (git was missing or could not read "
+            "the repository), so the numbers cannot be traced; retrain from a clean committed "
+            "tree where `git status` works, or pass --allow-dirty to publish them marked as "
+            "untraced under the table")
     dirty = dirty_runs(records)
-    if not dirty or allow_dirty:
+    if not dirty:
         return
     names = ", ".join(f"{r['run']} (commit {short_commit(r)})" for r in dirty)
     one = len(dirty) == 1
@@ -48,12 +66,16 @@ def check_clean(records: list[dict], *, allow_dirty: bool = False) -> None:
 
 
 def dirty_note(records: list[dict]) -> str:
-    """The paragraph under the table naming runs made from a dirty tree; "" when none."""
-    dirty = dirty_runs(records)
+    """The paragraph under the table naming runs made from a dirty tree or an unknown
+    one; "" when none."""
+    dirty = untraced_runs(records)
     if not dirty:
         return ""
-    runs = "; ".join(f"run `{r['run']}`: made from a dirty tree at commit {short_commit(r)}"
-                     for r in dirty)
+    runs = "; ".join(
+        f"run `{r['run']}`: made from a dirty tree at commit {short_commit(r)}"
+        if _git(r).get("dirty") is True and _git(r).get("commit") else
+        f"run `{r['run']}`: commit or tree state unknown (git unavailable when it ran)"
+        for r in dirty)
     return (f"**Dirty tree:** {runs}. The uncommitted changes are not stored, so these "
             "numbers cannot be traced to a commit exactly; retraining from a clean tree "
             "removes this note.")

@@ -1,9 +1,18 @@
-"""The recipe study's README block: one row per arm, from the arms' records.
+"""The recipe study's README block: each arm as its paired difference to its baseline, on valid.
 
-Pure text from `results/study/<arm>/record.json` and `results/study/plan.json`
-(written by `pcam.study`), so it is deterministic like the results table. Each
-row: what the arm changes, the epochs it ran within the budget, the training
-minutes it took, and valid and test scores with 95% bootstrap intervals.
+Pure text from `results/study/<arm>/record.json`, the arms' saved valid
+predictions and `results/study/plan.json` (written by `pcam.study`), so it is
+deterministic like the results table. An arm is its model's recipe with one
+change, trained with each seed; its baseline is the recipe with the same seed
+("baseline" for MobileNet, "scratch-baseline" for ResNet50, `<name>-seed<N>`
+for seed N). For each seed the table gives the valid ROC AUC difference to the
+baseline in AUC points, with a paired bootstrap 95% interval over the same
+valid patches (over slides where the predictions carry them).
+
+The verdict follows one rule (`RULE`): an effect is claimed only when the
+paired interval excludes zero, in the same direction, for every seed (at
+least two); otherwise "no difference detected at this budget". Test is not
+shown: the study chooses recipes, and choices are made on valid only.
 """
 
 import json
@@ -11,23 +20,36 @@ import re
 from pathlib import Path
 
 from pcam.errors import PCamError
+from pcam.evaluation.predictions import load_predictions
+from pcam.evaluation.stats import paired_auc_difference
 from pcam.records import load_record_file
+from pcam.report.progress import RULE_TEXT, budget_text, minutes_cell, progress_cell
 from pcam.report.provenance import dirty_runs, short_commit
-from pcam.report.table import best_epoch, metric_cell, replace_block
+from pcam.report.table import DASH, percent_cell, replace_block
 
 START, END = "<!-- study:start -->", "<!-- study:end -->"
 PLAN = "plan.json"
-# The score columns: (split, variant, metric), after arm, change, epochs, train min.
-_SCORES = (("valid", "single", "roc_auc"), ("test", "single", "roc_auc"),
-           ("test", "tta", "roc_auc"), ("test", "single", "accuracy"), ("test", "tta", "accuracy"))
+N_BOOT, SEED = 1000, 0  # the paired bootstrap (fixed, so the README is stable)
+BASELINES = {"mobilenet": "baseline", "resnet50": "scratch-baseline"}
+RULE = ("an effect is claimed only when the paired 95% interval of the valid AUC difference "
+        "excludes zero, in the same direction, for every seed (two at least); otherwise the "
+        "table says *no difference detected at this budget*")
+_SEED = re.compile(r"^(?P<arm>.+?)(?:-seed(?P<seed>\d+))?$")
+
+
+def _split_name(arm: str) -> tuple[str, int]:
+    match = _SEED.match(arm)
+    return match["arm"], int(match["seed"] or 0)
 
 
 def study_rows(folder: str | Path) -> list[dict]:
-    """The complete arms in `folder` (results/study): MobileNet's, then the from-scratch
-    ones, each in the plan's order but for `<arm>-seed<N>`, which follows `<arm>`.
+    """The complete arm runs in `folder` (results/study), MobileNet's first, each seed
+    under its arm, baselines first, otherwise in the plan's order.
 
-    Each row: `arm`, `what`, `record`. An arm still training, or one whose
-    record is missing, is left out (and counted by `pending_arms`).
+    Each row: `arm` (the run), `name` (the arm without its seed), `seed`, `what`,
+    `record`, `baseline` (the run it is paired with, None for a baseline). An
+    arm still training, or one whose record is missing, is left out (and counted
+    by `pending_arms`).
     """
     folder = Path(folder)
     plan = _plan(folder)
@@ -35,14 +57,21 @@ def study_rows(folder: str | Path) -> list[dict]:
     for arm, entry in plan["arms"].items():
         path = folder / arm / "record.json"
         record = load_record_file(path) if path.is_file() else None
-        if record is not None and record["status"] == "complete":
-            rows.append({"arm": arm, "what": entry["what"], "record": record})
-    order = {row["arm"]: rank for rank, row in enumerate(rows)}
+        if record is None or record.get("status") != "complete":
+            continue
+        name, seed = _split_name(arm)
+        base = BASELINES.get(record.get("model"))
+        baseline = None if name == base or base is None else (
+            base + (f"-seed{seed}" if seed else ""))
+        rows.append({"arm": arm, "name": name, "seed": seed, "what": entry.get("what", ""),
+                     "record": record, "baseline": entry.get("baseline", baseline)})
+    order = {}
+    for row in rows:
+        order.setdefault(row["name"], len(order))
 
     def key(row):
-        parent = re.sub(r"-seed\d+$", "", row["arm"])
-        return (row["record"]["model"] != "mobilenet", order.get(parent, order[row["arm"]]),
-                row["arm"] != parent, order[row["arm"]])
+        return (row["record"]["model"] != "mobilenet", row["baseline"] is not None,
+                order[row["name"]], row["seed"])
 
     return sorted(rows, key=key)
 
@@ -56,66 +85,108 @@ def pending_arms(folder: str | Path) -> list[str]:
 def _plan(folder: Path) -> dict:
     path = folder / PLAN
     try:
-        return json.loads(path.read_text())
+        plan = json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise PCamError(f"cannot read the study plan {path} ({error}); rerun "
                         "`python -m pcam study` to write it") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
+        raise PCamError(f"the study plan {path} has no 'arms' object; restore it from git or "
+                        "rerun `python -m pcam study`")
+    return plan
 
 
-def _cell(record: dict, split: str, variant: str, key: str) -> str:
-    """One percentage cell, as the results table writes it (accuracy at the chosen threshold)."""
-    return metric_cell(record, split, variant, key, "chosen" if key == "accuracy" else "plain")
-
-
-def _unit(rows: list[dict]) -> str:
-    """What the bootstrap resampled ("patches" or "slides"), as the records say."""
-    units = {((r["record"]["metrics"].get("test") or {}).get("single") or {}).get(
-        "bootstrap_unit", "patches") for r in rows}
-    return units.pop() if len(units) == 1 else "slides or patches (see each record)"
-
-
-def _dirty_arms(rows: list[dict]) -> dict[str, list[str]]:
-    """{short commit: [arms]} of the arms trained from a dirty tree, in table order."""
-    found: dict[str, list[str]] = {}
-    for record in dirty_runs([row["record"] for row in rows]):
-        found.setdefault(short_commit(record), []).append(record["run"])
+def paired_differences(folder: str | Path, rows: list[dict]) -> dict[str, dict | None]:
+    """{arm: {"diff", "ci", "unit"} on valid (AUC, arm minus baseline)} for every arm
+    with a baseline; None where either side's valid predictions are missing or the
+    patches differ."""
+    folder = Path(folder)
+    by_arm = {row["arm"]: row for row in rows}
+    found = {}
+    for row in rows:
+        base = by_arm.get(row["baseline"]) if row["baseline"] else None
+        if base is None:
+            continue
+        a = load_predictions(folder / base["arm"], base["record"], "valid")
+        b = load_predictions(folder / row["arm"], row["record"], "valid")
+        if a is None or b is None or a.y_true.shape != b.y_true.shape or (
+                a.y_true != b.y_true).any():
+            found[row["arm"]] = None
+            continue
+        slides = a.slides if a.slides is not None and b.slides is not None and (
+            a.slides == b.slides).all() else None
+        # the arm minus its baseline
+        diff = paired_auc_difference(a.y_true, b.y_prob, a.y_prob, N_BOOT, SEED, groups=slides)
+        found[row["arm"]] = None if diff["ci"] is None else {
+            "diff": float(diff["diff"]), "ci": [float(v) for v in diff["ci"]],
+            "unit": diff["unit"]}
     return found
 
 
-def study_table(rows: list[dict], pending: list[str] = ()) -> str:
-    """Markdown: the study table and the notes under it."""
+def verdict(diffs: list[dict | None]) -> str:
+    """The README's words for one arm's paired differences over its seeds (`RULE`)."""
+    known = [d for d in diffs if d is not None]
+    if len(known) < 2 or len(known) < len(diffs):
+        return "one seed: not claimed" if len(known) == 1 else DASH
+    if all(d["ci"][0] > 0 for d in known):
+        return "better"
+    if all(d["ci"][1] < 0 for d in known):
+        return "worse"
+    return "no difference detected at this budget"
+
+
+def _diff_cell(found: dict | None) -> str:
+    if found is None:
+        return DASH
+    low, high = (100 * v for v in found["ci"])
+    return f"{100 * found['diff']:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
+def _valid_auc(record: dict) -> str:
+    single = (record.get("metrics") or {}).get("valid", {}).get("single") or {}
+    return percent_cell(single.get("roc_auc"), (single.get("ci") or {}).get("roc_auc"))
+
+
+def study_table(rows: list[dict], pending: list[str] = (),
+                diffs: dict[str, dict | None] | None = None) -> str:
+    """Markdown: the study table (one row per arm and seed) and the notes under it."""
     if not rows:
         return "No arm of the recipe study is complete yet (`python -m pcam study`)."
-    header = ("| arm | change | epochs | patches an epoch | train min | valid AUC (%) | "
-              "test AUC (%) | test AUC TTA (%) | test acc (%) | test acc TTA (%) |")
-    lines = [header, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    diffs = diffs or {}
+    seeds: dict[str, list[str]] = {}
+    for row in rows:
+        seeds.setdefault(row["name"], []).append(row["arm"])
+    header = ("| arm | change | seed | epochs | minutes | end | valid AUC (%) | "
+              "Δ valid AUC vs baseline (points, 95% CI) | verdict |")
+    lines = [header, "|---|---|---:|---:|---:|---|---:|---:|---|"]
+    shown = set()
     for row in rows:
         record = row["record"]
-        history = record["history"]
-        best = best_epoch(record)
-        still = "*" if best and history and best["epoch"] == history[-1]["epoch"] else ""
-        minutes = record["timings"]["train_seconds"] / 60
-        scores = [_cell(record, split, variant, key) for split, variant, key in _SCORES]
-        patches = record["config"].get("max_samples")
-        patches = f"{patches:,}" if patches else "all"
-        lines.append(f"| `{row['arm']}` | {row['what']} | {len(history)}{still} | {patches} | "
-                     f"{minutes:.0f} | " + " | ".join(scores) + " |")
+        first = row["name"] not in shown
+        shown.add(row["name"])
+        if row["baseline"] is None:
+            words = "baseline" if first else ""
+        else:
+            words = verdict([diffs.get(arm) for arm in seeds[row["name"]]]) if first else ""
+        what = re.sub(r", seed \d+$", "", row["what"]) if first else ""
+        label = f"`{row['name']}`" if first else ""
+        lines.append(
+            f"| {label} | {what} | {row['seed']} | {len(record.get('history') or [])} | "
+            f"{minutes_cell(record)} | {progress_cell(record)} | {_valid_auc(record)} | "
+            f"{_diff_cell(diffs.get(row['arm'])) if row['baseline'] else ''} | {words} |")
+    units = {d["unit"] for d in diffs.values() if d}
+    unit = units.pop() if len(units) == 1 else "patches or slides"
     notes = [
         "",
-        "Every arm is one change to a recipe, trained through its notebook on the PCam "
-        "subset with the same training-time budget: the MobileNet arms change the transfer "
-        "recipe (notebook 01), the `scratch-*` arms ResNet50 from scratch (notebook 02, "
-        "scored without TTA: eight ResNet50 passes over test cost minutes here). What a "
-        "training patch costs under the arm's settings was measured on this machine first, "
-        "and the arm got as many epochs over every training patch (in whole batches) as fit "
-        "the budget, or, where its planned epochs did not fit, fewer patches an epoch "
-        "(`pcam.study`, "
-        "`results/study/plan.json`). *epochs*: epochs run (early stopping on valid AUC may "
-        "end an arm before its budget); `*`: the best valid AUC came in the last epoch, so "
-        "the arm was still improving. *train min*: measured (the machine was shared, so "
-        "expect up to 2x between runs). Accuracy is at the threshold chosen on valid; "
-        f"± is the half-width of a bootstrap 95% interval over {_unit(rows)}. Choices are made on "
-        "valid only; test is reported, never used to choose.",
+        "Every arm is one change to its model's recipe, trained through its notebook on the "
+        "PCam subset with the seeds shown, within a training-time budget (`pcam.study`, "
+        f"`results/study/plan.json`); {_stopping(rows)}, and the epoch with the best valid "
+        "AUC is scored. *Δ* is the arm's valid ROC AUC "
+        "minus its baseline's with the same seed, in AUC points, with a paired bootstrap 95% "
+        f"interval over the same valid {unit} ({N_BOOT} resamples). *Verdict*: {RULE}. "
+        "Only valid is shown: it is where recipes are chosen; test is read for the "
+        "published runs and the curve points, never to choose.",
+        "",
+        budget_text([r["record"] for r in rows]) + " " + RULE_TEXT,
     ]
     dirty = _dirty_arms(rows)
     if dirty:
@@ -131,21 +202,69 @@ def study_table(rows: list[dict], pending: list[str] = ()) -> str:
     return "\n".join(lines + notes)
 
 
+def _stopping(rows: list[dict]) -> str:
+    """Whether early stopping could end an arm before its budget, as the records say."""
+    patience = sorted({r["record"]["config"]["patience"] for r in rows
+                       if r["record"]["config"]["patience"] < r["record"]["config"]["epochs"]})
+    if not patience:
+        return "early stopping is off, so every arm spends its budget"
+    return (f"early stopping on valid AUC (patience {', '.join(map(str, patience))} epochs) "
+            "may end an arm before its budget")
+
+
+def _dirty_arms(rows: list[dict]) -> dict[str, list[str]]:
+    """{short commit: [arms]} of the arms trained from a dirty tree, in table order."""
+    found: dict[str, list[str]] = {}
+    for record in dirty_runs([row["record"] for row in rows]):
+        found.setdefault(short_commit(record), []).append(record["run"])
+    return found
+
+
+def shown_arms(block: str) -> set[str]:
+    """The arm runs a study block lists: `name` on its first row, then one row per seed
+    (`name-seed<N>`); in tables from before the seed column, the run in the first cell."""
+    lines = [line for line in block.splitlines() if line.startswith("| ")]
+    if not lines:
+        return set()
+    seeded = " seed |" in lines[0]
+    found, name = set(), None
+    for line in lines[2:]:
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if cells[0].startswith("`"):
+            name = cells[0].strip("`")
+        if name is None:
+            continue
+        seed = cells[2] if seeded else "0"
+        found.add(name if seed == "0" or not seeded else f"{name}-seed{seed}")
+    return found
+
+
 def update_study_block(text: str, folder: Path, images: Path, prefix: str,
                        name: str = "README.md") -> str:
     """`text` with its study block rebuilt from `folder` (results/study), when both exist.
 
     Writes `images/study.png`. A README without the study markers, or a
-    results folder without a study, is returned unchanged.
+    results folder without a study, is returned unchanged. An arm the block
+    shows now that is no longer complete in `folder` keeps the block as it is
+    (`PCamError`): the report never shrinks what the README shows.
     """
     from pcam.plots.study import plot_study
 
     if START not in text or not (folder / PLAN).is_file():
         return text
     rows = study_rows(folder)
-    block = study_table(rows, pending_arms(folder))
+    lost = sorted(shown_arms(text.split(START, 1)[1].split(END, 1)[0])
+                  - {row["arm"] for row in rows})
+    if lost:
+        raise PCamError(
+            f"the study table of {name} shows {', '.join(lost)}, which {folder} no longer "
+            "holds complete, so the study block was kept as it is; restore those arms' "
+            "folders, or finish them with `python -m pcam study`")
+    diffs = paired_differences(folder, rows)
+    block = study_table(rows, pending_arms(folder), diffs)
     if rows:
-        plot_study(rows, images / "study.png")
-        block += f"\n\n![Recipe study: valid and test ROC AUC per arm]({prefix}/study.png)"
+        plot_study(rows, diffs, images / "study.png")
+        block += (f"\n\n![Recipe study: valid ROC AUC difference of each arm to its baseline, "
+                  f"per seed]({prefix}/study.png)")
     return replace_block(text, block, name=name, markers=(START, END),
                          what="recipe study's table")

@@ -46,10 +46,12 @@ def _columns(records: list[dict]) -> list[tuple[str, str]]:
 
 
 def percent_cell(value, ci=None) -> str:
-    if value is None:
+    """`value` as a percentage with one decimal, "± h" when `ci` is given; "–" when
+    there is no finite value (a metric undefined on one class is not "nan ± 0.8")."""
+    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
         return DASH
     text = f"{100 * value:.1f}"
-    if ci:
+    if ci and all(isinstance(v, int | float) and math.isfinite(v) for v in ci):
         text += f" ± {100 * (ci[1] - ci[0]) / 2:.1f}"
     return text
 
@@ -93,10 +95,16 @@ def round_sig(value: float, digits: int = 2) -> str:
     return f"{rounded:,.{decimals}f}"
 
 
+TRAIN_MINUTES, END_ROW = "train minutes (planned / realised)", "end of training"
+
+
 def _time_cell(record: dict, split: str, variant: str, row: str) -> str:
-    if row == "train time (min)":
-        seconds = (record.get("timings") or {}).get("train_seconds")
-        return round_sig(seconds / 60) if split == "train" and seconds is not None else ""
+    from pcam.report.progress import minutes_cell, progress_cell
+
+    if row in (TRAIN_MINUTES, END_ROW):
+        if split != "train":
+            return ""
+        return minutes_cell(record) if row == TRAIN_MINUTES else progress_cell(record)
     inference = (record.get("metrics") or {}).get(split, {}).get("inference")
     if not inference:
         return "" if split == "train" else DASH
@@ -130,7 +138,7 @@ def results_table(records: list[dict]) -> str:
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     cells = [ci_unit(r, s, v) or "" for r in records for s, v in columns]
     lines.append(f"| {CI_ROW} | " + " | ".join(cells) + " |")
-    for label in ("inference time (s)", "inference speed (patches/s)", "train time (min)"):
+    for label in ("inference time (s)", "inference speed (patches/s)", TRAIN_MINUTES, END_ROW):
         cells = [_time_cell(r, s, v, label) for r in records for s, v in columns]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)

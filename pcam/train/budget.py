@@ -5,7 +5,8 @@ training-time budget: `measure_costs` times a run's model and input pipeline on
 real patches, the same work timed the same way for every run, and
 `plan_budget` turns those costs into whole epochs over the whole training set
 (or, where a budget buys less than one, a fraction of one epoch) and predicts
-the minutes they take, which the run records beside the minutes it took.
+the minutes they take, which the run records beside the minutes it took
+(`pcam.report.progress.budget_check` compares the two).
 """
 
 import statistics
@@ -31,8 +32,6 @@ COST_FIELDS = ("model", "alpha", "image_size", "head_units", "batch_size", "fine
 # Timing: WARMUP batches (tracing, the shuffle buffer filling) are timed apart;
 # then REPEATS chunks of CHUNK batches, whose median is the cost.
 WARMUP, REPEATS, CHUNK = 3, 5, 8
-# A run whose realised training minutes are further than this from the plan is flagged.
-TOLERANCE = 0.15
 
 
 def cost_key(config: TrainConfig) -> dict:
@@ -170,22 +169,6 @@ def plan_budget(config: TrainConfig, costs: dict[str, float], budget_minutes: fl
     return {"epochs": epochs, "head_epochs": plan.get("head", 0) if "head" in phases
             else config.head_epochs, "steps_per_epoch": fraction_steps,
             "planned_minutes": round(predicted / 60, 2)}
-
-
-def budget_check(record: dict) -> dict | None:
-    """{"planned", "realised" (minutes), "ratio", "flagged"} of a planned run, else None.
-
-    Flagged when the realised training minutes are more than `TOLERANCE` away
-    from the plan (a busy machine, or costs that did not hold).
-    """
-    planned = (record.get("config") or {}).get("planned_minutes")
-    seconds = (record.get("timings") or {}).get("train_seconds")
-    if not planned or seconds is None:
-        return None
-    realised = seconds / 60
-    ratio = realised / planned
-    return {"planned": planned, "realised": realised, "ratio": ratio,
-            "flagged": abs(ratio - 1) > TOLERANCE}
 
 
 class _BatchTimes(keras.callbacks.Callback):
