@@ -84,8 +84,12 @@ def test_plan_is_whole_epochs_over_every_patch_and_predicts_its_minutes(weights_
     head_only = study.arm_config("head-only", weights_dir=weights_dir)
     assert budget.plan_budget(head_only, COSTS, 10, train_n=20000, valid_n=1500) == {
         "epochs": 27, "head_epochs": 27, "steps_per_epoch": None, "planned_minutes": 9.68}
-    capped = budget.plan_budget(head_only, COSTS, 100, train_n=20000, valid_n=1500)
-    assert capped["epochs"] == budget.MAX_EPOCHS
+    assert budget.plan_budget(head_only, COSTS, 100, train_n=20000, valid_n=1500)[
+        "epochs"] == 279  # 100 minutes: the budget, not the cap, sets the epochs
+    capped = budget.plan_budget(head_only, COSTS, 100, train_n=20000, valid_n=1500,
+                                max_epochs=30)
+    assert capped == {"epochs": 30, "head_epochs": 30, "steps_per_epoch": None,
+                      "planned_minutes": 10.75}
 
 
 def test_start_up_costs_count_once_per_phase(weights_dir):
