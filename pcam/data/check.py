@@ -8,6 +8,11 @@ when a chunk of its images is missing or does not decompress: files written
 by `pcam synthetic` or `pcam import-images` (they carry `dataset.json`) have
 no published checksum, so reading every chunk is their only integrity check.
 The MD5s of the official `.h5` files are in `pcam.data.spec.SPEC`.
+
+`dataset.json` is read as training reads it (`read_dataset_info`: a broken one
+is refused by both), and each split is checked against it: the number of
+patches it lists, and the id of the write that made the files (`write_ids`), so
+a folder that mixes two writes (new train beside old valid) fails.
 """
 
 import os
@@ -19,10 +24,12 @@ from pcam.data.h5read import (
     available_splits,
     open_split,
     read_block,
+    read_dataset_info,
     read_labels,
     read_slides,
 )
-from pcam.data.spec import DATASET_INFO, SPEC
+from pcam.data.h5write import write_id_of
+from pcam.data.spec import DATASET_INFO, SPEC, SPLITS
 from pcam.errors import PCamError
 from pcam.fileio import file_digest
 from pcam.paths import data_dir as _resolve_data_dir
@@ -58,7 +65,8 @@ def check_data_dir(
         (message or None).
 
     Raises:
-        PCamError: the folder holds no PCam file at all.
+        PCamError: the folder holds no PCam file at all, or its `dataset.json`
+            cannot be used (the message training would give).
     """
     folder = _resolve_data_dir(data_dir)
     splits = available_splits(folder)
@@ -68,7 +76,15 @@ def check_data_dir(
             f"or `python -m pcam synthetic --data-dir {folder}`"
         )
     official = not (folder / DATASET_INFO).exists()
-    return [_check_split(folder, name, official, verify_md5, read) for name in splits]
+    info = read_dataset_info(folder)
+    listed = info.get("splits") if not official else None
+    if isinstance(listed, dict):  # a split dataset.json lists must be there
+        splits = [name for name in SPLITS if name in splits or name in listed]
+    rows = [_check_split(folder, name, official, verify_md5, read) for name in splits]
+    if not official:
+        for row in rows:
+            _check_against_info(folder, row, info)
+    return rows
 
 
 def format_check_table(rows: list[dict]) -> str:
@@ -150,6 +166,29 @@ def _check_split(folder, name: str, official: bool, verify_md5: bool, read: bool
     row["error"] = "; ".join(errors) or None
     row["ok"] = not errors
     return row
+
+
+def _check_against_info(folder, row: dict, info: dict) -> None:
+    """Fail `row` when its split's files are not those `dataset.json` describes."""
+    name, errors = row["split"], []
+    listed, ids = info.get("splits"), info.get("write_ids")
+    fix = ("the folder mixes two writes or was changed by hand: write it again "
+           "(`python -m pcam synthetic --overwrite` or `import-images --overwrite`)")
+    if isinstance(listed, dict) and row["n"] is not None:
+        if name not in listed:
+            errors.append(f"{DATASET_INFO} does not list split {name!r}; {fix}")
+        elif listed[name] != row["n"]:
+            errors.append(f"{DATASET_INFO} lists {listed[name]:,} patches for {name}, its files "
+                          f"hold {row['n']:,}; {fix}")
+    if isinstance(ids, dict) and name in ids and row["n"] is not None:
+        for file in (SPEC[name].x, SPEC[name].y):
+            if write_id_of(folder / file.name) != ids[name]:
+                errors.append(f"{folder / file.name} is not the file {DATASET_INFO} describes "
+                              f"(another write made it); {fix}")
+                break
+    if errors:
+        row["error"] = "; ".join(filter(None, [row["error"], *errors]))
+        row["ok"] = False
 
 
 def read_every_patch(split, block: int = 1024) -> None:

@@ -38,6 +38,8 @@ from pcam import paths
 from pcam.data import fetch as _http
 from pcam.data import spec as pcam_spec
 from pcam.data.meta import meta_problem, read_slides
+from pcam.data.names import not_a_file, shown
+from pcam.data.staging import finish_interrupted_writes
 from pcam.errors import PCamError
 from pcam.fileio import atomic_path, file_digest, write_text
 
@@ -78,14 +80,22 @@ def download(
     splits = [pcam_spec.check_split_name(split) for split in splits]
     folder = paths.data_dir(data_dir)
     base_url = base_url or os.environ.get("PCAM_BASE_URL") or None
+    finish_interrupted_writes(folder)  # a synthetic write may have been cut short
     info = folder / pcam_spec.DATASET_INFO
-    if info.exists():
+    if os.path.lexists(info):
         raise PCamError(
             f"{info} says {folder} holds synthetic or imported data; download into another "
             f"folder (--data-dir DIR) or delete that folder's PCam files and "
             f"{pcam_spec.DATASET_INFO} first, so the two never mix"
         )
     folder.mkdir(parents=True, exist_ok=True)
+    for split in splits:  # hashing or resuming into a FIFO would block
+        spec = pcam_spec.SPEC[split]
+        for name in (spec.x.name, spec.x.gz_name, spec.y.name, spec.y.gz_name, spec.meta.name):
+            for path in (folder / name, folder / (name + ".part")):
+                if what := not_a_file(path):
+                    raise PCamError(f"{shown(path)} is {what}, not a file; move it out of "
+                                    f"{shown(folder)} and rerun `python -m pcam download`")
     session = requests.Session()
     done = []
     for split in splits:

@@ -6,12 +6,13 @@ A split is two files in the data folder, named as in `pcam.data.spec.SPEC`: `x`
 refuses a split that cannot train or score (no patches; train or valid with
 one class only), raising one `PCamError` that names the split and file and
 says what to do. It never reads the images, so opening the 7 GB train file is
-instant; `pcam check` reads them all once (`pcam.data.check`).
+instant; `pcam check` reads them all once (`pcam.data.check`). Every entry
+point first finishes or drops what an interrupted write left in the folder
+(`pcam.data.staging`), so no reader sees half of a write.
 
 Reference: the same checks as kaiko-ai/eva's `PatchCamelyon` loader.
 """
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +20,13 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPEC, SPLITS, check_split_name
+from pcam.data.info import OFFICIAL_INFO, read_dataset_info  # noqa: F401  (read from here too)
+from pcam.data.names import not_a_file, shown
+from pcam.data.spec import PATCH_SHAPE, SPEC, SPLITS, check_split_name
+from pcam.data.staging import finish_interrupted_writes
 from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
 
-OFFICIAL_INFO = {"source": "PCam, Zenodo record 2546921", "synthetic": False}
 # Splits that need both classes: train to learn, valid for its AUC and threshold.
 # A one-class test still scores (accuracy; AUC is reported as undefined).
 BOTH_CLASSES = ("train", "valid")
@@ -65,11 +68,12 @@ def open_split(data_dir: str | os.PathLike | None = None, split: str = "train") 
     """
     check_split_name(split)
     folder = _resolve_data_dir(data_dir)
+    finish_interrupted_writes(folder)
     x_path = folder / SPEC[split].x.name
     y_path = folder / SPEC[split].y.name
     for path in (x_path, y_path):
-        if path.exists() and not path.is_file():
-            raise PCamError(f"split {split!r}: {path} is a folder, not an HDF5 file; "
+        if what := not_a_file(path):
+            raise PCamError(f"split {split!r}: {shown(path)} is {what}, not an HDF5 file; "
                             "move it away and download or generate the split again")
     missing = [p for p in (x_path, y_path) if not p.is_file()]
     if missing:
@@ -130,10 +134,11 @@ def available_splits(data_dir: str | os.PathLike | None = None) -> list[str]:
     Nothing is checked here; `open_split` says what is wrong with a split.
     """
     folder = _resolve_data_dir(data_dir)
+    finish_interrupted_writes(folder)
     return [
         name
         for name in SPLITS
-        if (folder / SPEC[name].x.name).exists() or (folder / SPEC[name].y.name).exists()
+        if any(os.path.lexists(folder / file.name) for file in (SPEC[name].x, SPEC[name].y))
     ]
 
 
@@ -153,7 +158,7 @@ def read_slides(split: Split) -> np.ndarray | None:
     from pcam.data.meta import read_slides as read_meta_slides
 
     path = meta_path(split.x_path.parent, split.name)
-    return read_meta_slides(path, split.length) if path.is_file() else None
+    return read_meta_slides(path, split.length) if os.path.lexists(path) else None
 
 
 def read_images(split: Split, start: int, stop: int) -> np.ndarray:
@@ -184,27 +189,6 @@ def read_block(dataset: h5py.Dataset, path: Path, start: int, stop: int,
         raise PCamError(
             f"cannot read {what} {start}:{stop} of {path} ({error}): the file is corrupt; {REDO}"
         ) from None
-
-
-def read_dataset_info(data_dir: str | os.PathLike | None = None) -> dict:
-    """What the data folder holds: the content of its `dataset.json`.
-
-    Returns `{"source": "PCam, Zenodo record 2546921", "synthetic": False}`
-    when the file is absent (the official download has none).
-    """
-    path = _resolve_data_dir(data_dir) / DATASET_INFO
-    if not path.exists():
-        return dict(OFFICIAL_INFO)
-    try:
-        info = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PCamError(
-            f"cannot read {path} ({error}); fix or delete it (it is rewritten by "
-            "`python -m pcam synthetic` and `python -m pcam import-images`)"
-        ) from None
-    if not isinstance(info, dict):
-        raise PCamError(f"{path} must hold a JSON object, got {type(info).__name__}")
-    return info
 
 
 def _open_h5(path: Path) -> h5py.File:

@@ -1,7 +1,7 @@
 """Import folders of 96x96 RGB patches into PCam-layout HDF5 files.
 
 Layouts (the folder name is the label):
-  SRC/{0,1}/*.jpg|png|tif           one split; `split` says which
+  SRC/{0,1}/*.jpg|png|tif|bmp|webp  one split; `split` says which
   SRC/<split>/{0,1}/*               e.g. the shared PCam subset (train, valid);
                                     `test_from_valid` splits its valid into valid
                                     and test, so that both come from slides that
@@ -9,147 +9,49 @@ Layouts (the folder name is the label):
   SRC/train_labels.csv + SRC/*.tif  Kaggle "Histopathologic Cancer Detection"
                                     (or SRC/train/*.tif); one split, train by default
 
-Every image is decoded and checked before anything is written, so a bad file
-leaves the data folder as it was. Files are written in a seeded shuffled order
-because the input pipeline reads contiguous blocks.
+Every image is checked before anything is written (its size and mode from the
+header, before it is decoded), so a bad file leaves the data folder as it was;
+entries that are not images are skipped with a printed line naming them
+(`pcam.data.image_sources`). All splits and `dataset.json` are swapped in at
+once at the end (`pcam.data.staging`). Files are written in a seeded shuffled
+order because the input pipeline reads contiguous blocks.
 """
 
-import csv
+import json
 import re
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from pcam.data.changes import plan_changes
 from pcam.data.describe import source_listing_digest
 from pcam.data.h5read import BOTH_CLASSES
-from pcam.data.h5write import plan_changes, write_dataset_info, write_split
+from pcam.data.h5write import write_dataset_info, write_split_files
+from pcam.data.image_sources import find_sources
+from pcam.data.names import not_a_file, shown
 from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
+from pcam.data.staging import finish_interrupted_writes
 from pcam.errors import PCamError
 from pcam.paths import data_dir as _resolve_data_dir
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff")
-KAGGLE_CSV = "train_labels.csv"
 _SHOWN = 5  # bad files listed in one message
-
-
-def _images_in(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.iterdir()
-        if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".")
-    )
-
-
-def _class_folders(folder: Path) -> list[tuple[Path, int]] | None:
-    """[(image, label)] from folder/{0,1}/, or None when the layout does not match."""
-    if not ((folder / "0").is_dir() and (folder / "1").is_dir()):
-        return None
-    return [(p, label) for label in (0, 1) for p in _images_in(folder / str(label))]
-
-
-def _listing(items, total) -> str:
-    more = f" and {total - _SHOWN} more" if total > _SHOWN else ""
-    return ", ".join(str(i) for i in items[:_SHOWN]) + more
-
-
-def _kaggle(src: Path) -> list[tuple[Path, int]]:
-    csv_path = src / KAGGLE_CSV
-    folder = src / "train" if (src / "train").is_dir() else src
-    try:
-        with csv_path.open(newline="") as f:
-            rows = list(csv.DictReader(f))
-    except (OSError, UnicodeDecodeError, csv.Error) as error:
-        raise PCamError(f"cannot read {csv_path} ({error}); it must be a UTF-8 CSV") from None
-    if not rows or not {"id", "label"} <= set(rows[0]):
-        raise PCamError(f"{csv_path} must have a header `id,label` and one row per image")
-    labels = {}
-    for row in rows:
-        if row["label"] not in ("0", "1"):
-            raise PCamError(
-                f"{csv_path}: label {row['label']!r} for id {row['id']!r} is not 0 or 1"
-            )
-        labels[row["id"]] = int(row["label"])
-    images = {p.stem: p for p in _images_in(folder)}
-    missing = sorted(set(labels) - set(images))
-    if missing:
-        raise PCamError(
-            f"{len(missing)} id(s) in {csv_path.name} have no image in {folder.name}/: "
-            f"{_listing(missing, len(missing))}; restore the images or delete their rows"
-        )
-    unlabelled = sorted(set(images) - set(labels))
-    if unlabelled:
-        raise PCamError(
-            f"{len(unlabelled)} image(s) in {folder.name}/ have no row in {csv_path.name}: "
-            f"{_listing([images[i].name for i in unlabelled], len(unlabelled))}; "
-            "add their labels or move them out"
-        )
-    return [(images[i], labels[i]) for i in sorted(labels)]
-
-
-def _find_sources(src: Path, split: str | None, holdout: int,
-                  test_from_valid: int = 0) -> tuple[str, dict]:
-    """(layout, {source split: [(image, label)]}) after checking the arguments."""
-    if not src.is_dir():
-        raise PCamError(f"{src} is not a folder of images")
-    one_split = "one split"
-    if (src / KAGGLE_CSV).exists():
-        layout, sources = "kaggle", {split or "train": _kaggle(src)}
-    elif (items := _class_folders(src)) is not None:
-        if split is None and not holdout:
-            raise PCamError(
-                f"{src.name}/ holds one split (0/ and 1/): say which with --split train|valid|test"
-            )
-        layout, sources = one_split, {split or "train": items}
-    else:
-        layout = "split folders"
-        sources = {s: _class_folders(src / s) for s in SPLITS if (src / s).is_dir()}
-        sources = {s: items for s, items in sources.items() if items is not None}
-        if not sources:
-            raise PCamError(
-                f"{src} has none of the known layouts: SRC/0 and SRC/1, SRC/<split>/0 and "
-                f"SRC/<split>/1 (split: {', '.join(SPLITS)}), or {KAGGLE_CSV} with .tif files"
-            )
-        if split is not None:
-            if split not in sources:
-                raise PCamError(f"{src.name}/ has no {split}/0 and {split}/1 folders")
-            sources = {split: sources[split]}
-    if holdout:
-        if layout != "split folders" and split not in (None, "train"):
-            raise PCamError(f"--holdout takes patches from train, but --split is {split!r}")
-        if "train" not in sources:
-            raise PCamError(f"--holdout {holdout} needs a train split in {src.name}/")
-        if "test" in sources:
-            raise PCamError(
-                f"--holdout maps {src.name}/valid to test, but {src.name}/test exists too: "
-                "import without --holdout"
-            )
-    if test_from_valid:
-        if holdout:
-            raise PCamError("--holdout and --test-from-valid are two ways to make test: use one")
-        if "valid" not in sources:
-            raise PCamError(f"--test-from-valid {test_from_valid} needs a valid split: "
-                            f"{src.name}/valid/0 and {src.name}/valid/1")
-        if "test" in sources:
-            raise PCamError(f"--test-from-valid makes test from {src.name}/valid, but "
-                            f"{src.name}/test exists too: import without --test-from-valid")
-    for name, items in sources.items():
-        if not items:
-            raise PCamError(f"no images ({', '.join(IMAGE_SUFFIXES)}) found for {name} in {src}")
-    return layout, sources
 
 
 def _read(path: Path) -> np.ndarray | str:
     """The image as uint8 (96, 96, 3), or why it cannot be imported."""
     try:
-        with Image.open(path) as image:
-            image.load()  # decodes fully: a truncated file fails here
+        with Image.open(path) as image:  # reads the header only
+            # Size and mode first: a 144-megapixel file is refused before it is decoded.
             if image.size != PATCH_SHAPE[:2]:
                 return f"is {image.size[0]}x{image.size[1]} pixels, not 96x96"
             if image.mode in ("L", "LA", "1", "I;16", "I", "F"):
                 return f"is greyscale (mode {image.mode}), not RGB"
             if image.mode != "RGB":
                 return f"has mode {image.mode}, not RGB (no alpha, no palette)"
+            image.load()  # decodes fully: a truncated file fails here
             return np.asarray(image, dtype=np.uint8)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
         return f"cannot be read as an image ({error})"
@@ -159,16 +61,18 @@ def _decode(items, src: Path, threads: int) -> np.ndarray:
     """All images of `items` as one array; PCamError listing the bad ones."""
     out = np.empty((len(items), *PATCH_SHAPE), np.uint8)
     bad = []
-    # Pillow releases the GIL while decoding, so threads help.
-    with ThreadPoolExecutor(threads) as pool:
+    # Pillow releases the GIL while decoding, so threads help. Its warning about
+    # huge images is moot: their size is refused before any decoding.
+    with warnings.catch_warnings(), ThreadPoolExecutor(threads) as pool:
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         for i, result in enumerate(pool.map(_read, [p for p, _ in items], chunksize=256)):
             if isinstance(result, str):
-                bad.append(f"{items[i][0].relative_to(src)} {result}")
+                bad.append(f"{shown(items[i][0].relative_to(src))} {result}")
             else:
                 out[i] = result
     if bad:
         raise PCamError(
-            f"{len(bad)} image(s) in {src} cannot be imported; every patch must be a 96x96 "
+            f"{len(bad)} image(s) in {shown(src)} cannot be imported; every patch must be a 96x96 "
             "RGB image. Convert or remove these and rerun: " + "; ".join(bad[:_SHOWN])
             + (f"; and {len(bad) - _SHOWN} more" if len(bad) > _SHOWN else "")
         )
@@ -227,8 +131,9 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, test_fro
     for option, value in (("--holdout", holdout), ("--test-from-valid", test_from_valid)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise PCamError(f"{option} must be an integer >= 0, got {value!r}")
-    layout, sources = _find_sources(src, split, holdout, test_from_valid)
+    layout, sources = find_sources(src, split, holdout, test_from_valid)
     folder = _resolve_data_dir(data_dir)
+    finish_interrupted_writes(folder)  # before reading its dataset.json
     targets = set(sources)
     if holdout:  # train -> train + valid, valid -> test
         targets = {"train", "valid"} | ({"test"} if "valid" in sources else set())
@@ -278,16 +183,9 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, test_fro
                             f"{name} needs both 0 and 1: add images of class {1 - classes[0]}"
                             + (" or raise --holdout" if holdout else "")
                             + (" or change --test-from-valid" if test_from_valid else ""))
-    counts = {}
-    for name in SPLITS:  # fixed order: the same seed gives the same files
-        if name in outputs:
-            images, labels, index = outputs[name]
-            index = rng.permutation(index)
-            blocks = (images[index[i:i + 1024]] for i in range(0, len(index), 1024))
-            write_split(folder, name, blocks, labels[index])
-            changes.announce(name)
-            counts[name] = (len(index), int(labels[index].sum()))
-    changes.remove()
+    orders = {name: rng.permutation(outputs[name][2]) for name in SPLITS if name in outputs}
+    counts = {name: (len(index), int(outputs[name][1][index].sum()))
+              for name, index in orders.items()}
     if description is None:
         description = (
             "PCam subset (JPEG)" if _looks_like_subset(sources)
@@ -298,28 +196,35 @@ def import_images(src, data_dir=None, split=None, holdout=0, seed=0, *, test_fro
             "label": description, "seed": seed, "holdout": holdout,
             "test_from_valid": test_from_valid,
             **{k: info[k] for k in ("splits", "positives", "mapping")},
-            "source_listing_sha256": dict(info.get("source_listing_sha256") or {})}
-    for name, (n, positives) in counts.items():
-        info["splits"][name] = n
-        info["positives"][name] = positives
-        info["mapping"][name] = mapping[name]
-        info["source_listing_sha256"][name] = listing[name]
-    write_dataset_info(folder, info)
+            **{k: dict(info[k]) if isinstance(info.get(k), dict) else {}
+               for k in ("source_listing_sha256", "write_ids")}}
+    # All splits and dataset.json are swapped in together, or none.
+    key = json.dumps([listing, mapping, seed, holdout, test_from_valid, description])
+    with changes.write(key) as stage:
+        for name, index in orders.items():  # SPLITS order: the same seed gives the same files
+            images, labels, _ = outputs[name]
+            blocks = (images[index[i:i + 1024]] for i in range(0, len(index), 1024))
+            write_split_files(stage.path, name, blocks, labels[index], write_id=stage.write_id)
+            info["splits"][name], info["positives"][name] = counts[name]
+            info["mapping"][name] = mapping[name]
+            info["source_listing_sha256"][name] = listing[name]
+            info["write_ids"][name] = stage.write_id
+        write_dataset_info(stage.path, info)
     return info
 
 
 def _previous_info(folder: Path, single: bool) -> dict:
     """Info to extend: an earlier one-split import is kept, anything else starts afresh."""
-    import json
-
     empty = {"splits": {}, "positives": {}, "mapping": {}}
     path = folder / DATASET_INFO
-    if not (single and path.exists()):
+    if not (single and path.exists()) or not_a_file(path):  # plan_changes refuses the latter
         return empty
     try:
         old = json.loads(path.read_text())
-    except ValueError:
+    except (OSError, ValueError):
         return empty
-    if old.get("source") != "images" or not all(k in old for k in empty):
+    if not isinstance(old, dict) or old.get("source") != "images":
+        return empty
+    if not all(isinstance(old.get(k), dict) for k in empty):
         return empty
     return old

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcam.data.names import not_a_file, shown
 from pcam.data.spec import META_COLUMNS, SPEC, check_split_name
 from pcam.errors import PCamError
 from pcam.fileio import write_text
@@ -59,6 +60,8 @@ def meta_problem(path: str | Path, length: int) -> str | None:
 
 
 def _read(path: Path, length: int) -> tuple[np.ndarray | None, str | None]:
+    if what := not_a_file(path):  # opening a FIFO would block
+        return None, f"the meta file {shown(path)} is {what}, not a CSV file"
     try:
         with open(path, newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))

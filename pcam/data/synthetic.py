@@ -14,8 +14,9 @@ whatever `n` or `start` is asked for, and a large split can be streamed.
 
 import numpy as np
 
+from pcam.data.changes import plan_changes
 from pcam.data.h5read import BOTH_CLASSES
-from pcam.data.h5write import plan_changes, write_dataset_info, write_split
+from pcam.data.h5write import write_dataset_info, write_split_files
 from pcam.data.meta import synthetic_slides, write_meta
 from pcam.data.spec import CENTER_SIZE, SPLITS
 from pcam.errors import PCamError
@@ -246,7 +247,8 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
         seed: non-negative integer seed; the same seed gives identical files.
         overwrite: replace and delete split files already in `data_dir`
             (synthetic or imported), printing one line per file; without it
-            such a folder is refused.
+            such a folder is refused. All files are swapped in at once at the
+            end: an interruption leaves the old data or the new, never a mix.
 
     Returns:
         The `dataset.json` content written.
@@ -273,21 +275,6 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
     folder = _resolve_data_dir(data_dir)
     changes = plan_changes(folder, list(labels), [s for s in SPLITS if s not in labels],
                            overwrite=overwrite, command="synthetic")
-    for stream, split in enumerate(SPLITS):
-        n = sizes[split]
-        if split not in labels:
-            continue
-        tumour = []  # tumour anywhere in each patch, for the meta file
-        blocks = (
-            _images(make_patches(min(BLOCK, n - s), seed, stream=stream, start=s, truth=True),
-                    tumour)
-            for s in range(0, n, BLOCK)
-        )
-        write_split(folder, split, blocks, labels[split])
-        write_meta(folder, split, synthetic_slides(split, n, seed, stream),
-                   np.concatenate(tumour), labels[split])
-        changes.announce(split)
-    changes.remove()
     info = {
         "source": "synthetic",
         "synthetic": True,
@@ -296,5 +283,15 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
         "nuclei reach the central 32x32; 40% of negatives have tumour nuclei in the border only",
         "splits": {split: sizes[split] for split in labels},
     }
-    write_dataset_info(folder, info)
+    # All splits, meta CSVs and dataset.json are swapped in together, or none.
+    with changes.write(f"synthetic seed={seed} sizes={sizes}") as stage:
+        for stream, split in [(i, s) for i, s in enumerate(SPLITS) if s in labels]:
+            n, tumour = sizes[split], []  # tumour anywhere in each patch, for the meta file
+            blocks = (_images(make_patches(min(BLOCK, n - s), seed, stream=stream, start=s,
+                                           truth=True), tumour) for s in range(0, n, BLOCK))
+            write_split_files(stage.path, split, blocks, labels[split], write_id=stage.write_id)
+            write_meta(stage.path, split, synthetic_slides(split, n, seed, stream),
+                       np.concatenate(tumour), labels[split])
+        info["write_ids"] = {split: stage.write_id for split in labels}
+        write_dataset_info(stage.path, info)
     return info
