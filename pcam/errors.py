@@ -22,7 +22,10 @@ def user_message(error: BaseException) -> str | None:
     if isinstance(error, OSError):
         where = f" ({error.filename})" if error.filename else ""
         return f"{error.strerror or error}{where}; fix it and rerun"
-    return wrapped_message(str(error))
+    # A notebook's exception as papermill reports it: judged by its own value, never by
+    # the traceback text, whose source lines (docstrings) may mention "PCamError: ...".
+    evalue = getattr(error, "evalue", None)
+    return wrapped_message(evalue if isinstance(evalue, str) else str(error))
 
 
 def wrapped_message(text: str) -> str | None:

@@ -25,6 +25,7 @@ run them.
 """
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ from pcam.errors import PCamError
 from pcam.fileio import write_text
 from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
 from pcam.train.budget import MAX_EPOCHS, cost_key, measure_costs, plan_budget
+from pcam.train.plan_file import FIX_PLAN, check_costs
+from pcam.train.plan_file import read_plan as _read_plan
 
 BUDGET_MINUTES = 10.0  # the study's budget per arm
 SUBSET_DIR = PROJ_ROOT / "data" / "pcam-subset"  # where the README imports the subset
@@ -184,6 +187,7 @@ def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_
     from pcam.environment import hardware_info
     from pcam.notebooks import run_notebook
     from pcam.records import RECORD, load_record_file
+    from pcam.runlock import refuse_if_locked
 
     folder = results_dir(results) / experiment
     plan_path = folder / PLAN
@@ -192,6 +196,8 @@ def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_
     configs = {n: arm_config(n, experiment=experiment, data_dir=data_dir,
                              weights_dir=weights_dir, overrides=overrides)
                for n in names}  # every arm checked before any trains
+    for name in configs:  # an arm another process trains: refused before any cost is measured
+        refuse_if_locked(folder / name)
     done = []
     for name, config in configs.items():
         minutes = budget_minutes or _arms(experiment)[name]["budget_minutes"]
@@ -222,23 +228,9 @@ def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_
         if record.is_file() and load_record_file(record)["status"] == "complete":
             print(f"{experiment}: {name} is complete; skipped", flush=True)
         else:
-            run_notebook(config, results=folder)
+            run_notebook(config, results=folder, skip_complete=True)  # complete meanwhile: kept
         done.append(folder / name)
     return done
-
-
-def _read_plan(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        plan = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PCamError(f"cannot read {display_path(path)} ({error}); restore it from git or "
-                        "move it away to plan afresh") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
-        raise PCamError(f"{display_path(path)} is not a plan (no 'arms' object); restore it "
-                        "from git or move it away to plan afresh")
-    return plan
 
 
 def plan_longer(arms: list[str], minutes: float, *, experiment: str = "study", data_dir=None,
@@ -247,7 +239,18 @@ def plan_longer(arms: list[str], minutes: float, *, experiment: str = "study", d
 
     How a preset gets its budget: the chosen arm's measured costs, planned for
     another budget (`plan_budget`); nothing is trained or measured.
+
+    Raises:
+        PCamError: `minutes` not a positive finite number, an arm without measured
+            costs, or a `plan.json` that is no plan (one line naming the arm).
     """
+    try:
+        budget = not isinstance(minutes, bool) and isinstance(minutes, int | float) and (
+            math.isfinite(minutes) and minutes > 0)
+    except OverflowError:  # an int beyond any float
+        budget = False
+    if not budget:
+        raise PCamError(f"--plan-minutes {minutes!r}: use a positive finite number of minutes")
     plan_path = results_dir(results) / experiment / PLAN
     plan = _read_plan(plan_path) or {"arms": {}}
     planned = {}
@@ -259,7 +262,12 @@ def plan_longer(arms: list[str], minutes: float, *, experiment: str = "study", d
         config = (arm_config(name, experiment=experiment, data_dir=data_dir)
                   if name in _arms(experiment) else None)
         if config is None or "data_dir" in arm["cost_key"]:  # a plan from before cost_key()
-            config = TrainConfig.from_dict({**arm["cost_key"], "run": name})
+            try:
+                config = TrainConfig.from_dict({**arm["cost_key"], "run": name})
+            except PCamError as error:
+                raise PCamError(f"{display_path(plan_path)}: arm {name!r} has a bad "
+                                f"'cost_key' ({error}); {FIX_PLAN}") from None
+        check_costs(plan_path, name, arm["costs"], config)
         n = _patches(config)
         planned[name] = plan_budget(config, arm["costs"], minutes, n["train"], n["valid"],
                                     max_epochs)

@@ -39,22 +39,66 @@ SCALING_RULE = ("global batch = batch_size x replicas; learning rates x replicas
                 "(linear scaling, Goyal et al. 2017)")
 
 
+# The jobs of a MultiWorkerMirroredStrategy cluster (TF also knows "ps" and "evaluator",
+# which that strategy does not train with).
+JOBS = ("chief", "worker")
+
+
 def tf_config() -> dict | None:
     """The parsed `TF_CONFIG` environment variable, or None when unset or empty.
 
+    Checked as TensorFlow checks a cluster (`multi_worker_util._validate_cluster_spec`),
+    so a bad one fails here, before a kernel starts, not inside the strategy:
+    "cluster" maps "chief" (at most one task) and "worker" to lists of "host:port"
+    addresses; "task", when given, names a job of the cluster and a whole-number
+    "index" below that job's number of tasks.
+
+    Returns:
+        The value, with "task" filled in ({"type": "worker", "index": 0} when
+        absent) and its index an int.
+
     Raises:
-        PCamError: when it is set but is not JSON with a "cluster" mapping.
+        PCamError: one line naming TF_CONFIG and what is wrong.
     """
     text = os.environ.get("TF_CONFIG", "").strip()
     if not text:
         return None
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as error:
-        raise PCamError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]!r}") from error
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise PCamError(f"TF_CONFIG is not valid JSON ({error}): {text[:200]!r}") from None
     if not isinstance(value, dict) or not isinstance(value.get("cluster"), dict):
         raise PCamError(f'TF_CONFIG needs a "cluster" mapping, got {text[:200]!r}')
-    return value
+    cluster = value["cluster"]
+    for job, tasks in cluster.items():
+        if job not in JOBS:
+            raise PCamError(f"TF_CONFIG: cluster job {job!r} is not one pcam trains with; use "
+                            f"{' and '.join(JOBS)} (MultiWorkerMirroredStrategy)")
+        if not (isinstance(tasks, list) and tasks and all(
+                isinstance(a, str) and a.strip() for a in tasks)):
+            raise PCamError(f'TF_CONFIG: cluster job "{job}" needs a list of "host:port" '
+                            f"addresses, got {json.dumps(tasks)[:200]}")
+    if not cluster:
+        raise PCamError('TF_CONFIG: the "cluster" mapping is empty; list its "worker" tasks')
+    if len(cluster.get("chief", [])) > 1:
+        raise PCamError('TF_CONFIG: a cluster has at most one "chief" task')
+    task = value.get("task", {})
+    if not isinstance(task, dict):
+        raise PCamError(f'TF_CONFIG: "task" must be a mapping like {{"type": "worker", '
+                        f'"index": 0}}, got {json.dumps(task)[:200]}')
+    kind, index = task.get("type", "worker"), task.get("index", 0)
+    if not isinstance(kind, str) or kind not in cluster:
+        raise PCamError(f"TF_CONFIG: task type {json.dumps(kind)[:100]} is not a job of the "
+                        f"cluster ({', '.join(cluster)})")
+    if isinstance(index, str) and index.strip().isdecimal():  # TensorFlow takes "1" too
+        index = int(index)
+    tasks = len(cluster[kind])
+    if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < tasks:
+        what = "is beyond" if isinstance(index, int) and not isinstance(index, bool) else (
+            "is no whole number for")
+        raise PCamError(f"TF_CONFIG: task index {json.dumps(index)[:100]} {what} the "
+                        f'{tasks} "{kind}" task(s) of the cluster; use 0 to {tasks - 1}')
+    return {**value, "task": {**task, "type": kind, "index": index}}
 
 
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
@@ -106,8 +150,7 @@ def is_chief(strategy: tf.distribute.Strategy | None = None) -> bool:
     cluster = tf_config()
     if cluster is None:
         return True
-    task = cluster.get("task", {})
-    kind, index = task.get("type", "worker"), int(task.get("index", 0))
+    kind, index = cluster["task"]["type"], cluster["task"]["index"]  # checked by tf_config
     if "chief" in cluster["cluster"]:
         return kind == "chief"
     return kind == "worker" and index == 0
