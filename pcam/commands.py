@@ -52,13 +52,19 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     given = {key: value for key, value in vars(args).items()
              if key not in ("command", "func", "model", "preset", "results", "log_output")}
+    for key, value in given.items():  # `--head-units 256 64`: one tuple per word
+        if isinstance(value, list):
+            given[key] = tuple(item for part in value for item in part)
     config = TrainConfig.for_model(args.model, args.preset, **given)
     if config.run is None:
         config = config.replace(run=f"{config.model}-{_utc_stamp()}")
     from pcam.data.check import check_data_dir
     from pcam.data.h5read import open_split
 
-    check_data_dir(config.data_dir)  # bad data fail here, before a kernel or a run folder
+    # Bad data fail here, before a kernel or a run folder, as `pcam check` says them.
+    for row in check_data_dir(config.data_dir):
+        if not row["ok"]:  # the message names the split and its file
+            raise PCamError(row["error"])
     for split in ("train", "valid"):
         open_split(config.data_dir, split)
     run_notebook(config, results=args.results, log_output=args.log_output)
@@ -87,9 +93,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    from pcam.notebooks import run_notebooks
+    from pcam.notebooks import parse_parameters, run_notebooks
 
-    overrides = dict(args.parameter)
+    overrides = parse_parameters(args.parameter)  # every value checked before a kernel starts
     if args.data_dir:
         overrides["data_dir"] = args.data_dir
     run_notebooks(args.preset, models=tuple(args.models), overrides=overrides,
@@ -118,5 +124,5 @@ def cmd_study(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pcam.demo import run_demo
 
-    run_demo(data_dir=args.data_dir, out_dir=args.out, weights=args.weights)
+    run_demo(data_dir=args.data_dir, out_dir=args.out, weights=args.weights, fresh=args.fresh)
     return 0

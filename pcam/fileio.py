@@ -59,6 +59,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         >>> with atomic_path("results/run/checkpoints/best.keras") as temp:
         ...     model.save(temp)
     """
+    if os.path.islink(path):  # replace the file the link names, not the link
+        path = os.path.realpath(path)
     path = Path(path)
     temp = temp_name(path)
     try:

@@ -12,6 +12,7 @@ from pcam.errors import PCamError
 PROJ_ROOT = Path(__file__).resolve().parents[1]
 IMAGES_DIR = PROJ_ROOT / "images"
 README = PROJ_ROOT / "README.md"
+DOCS_DIR = PROJ_ROOT / "docs"
 # ImageNet MobileNet v1 (alpha 0.5, no top) shipped for the offline demo and
 # tests; real runs use weights="imagenet". See pcam/assets/README.md.
 DEMO_WEIGHTS = PROJ_ROOT / "pcam" / "assets" / "mobilenet_v1_0.5_imagenet_no_top.h5"
@@ -30,16 +31,32 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     blocker = _file_in_the_way(folder)
     if blocker is None:
         return folder
-    what = f"{blocker} is a file, not a folder"
+    kind = _kind(blocker)
+    what = f"{blocker} is {kind}, not a folder"
     if path is not None:
         where = f"data folder {folder}: " if blocker != folder else ""
         raise PCamError(f"{where}{what}; give --data-dir (DATA_DIR in a notebook) a folder "
                         "(it is created if missing)")
     if env:
-        what = what if blocker != folder else "is a file, not a folder"
+        what = what if blocker != folder else f"is {kind}, not a folder"
         raise PCamError(f"PCAM_DATA_DIR={env}{': ' if blocker != folder else ' '}{what}; set "
                         "PCAM_DATA_DIR to a folder (it is created if missing) or unset it")
-    raise PCamError(f"{blocker} is a file, not the data folder; move it or set PCAM_DATA_DIR")
+    raise PCamError(f"{blocker} is {kind}, not the data folder; move it or set PCAM_DATA_DIR")
+
+
+def _kind(path: Path) -> str:
+    """"a file", "a FIFO", "a socket" or "a device": what stands where a folder should."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError:
+        return "a file"
+    for test, name in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a device"), (stat.S_ISBLK, "a device")):
+        if test(mode):
+            return name
+    return "a file"
 
 
 def _file_in_the_way(folder: Path) -> Path | None:

@@ -28,7 +28,8 @@ from pcam.record_schema import SCHEMA, load_record_file, migrate, validate, writ
 
 __all__ = ["RECORD", "SCHEMA", "add_epoch", "add_train_seconds", "ensure_writable",
            "epochs_done", "finish_phase", "load_record_file", "mark_complete", "mark_failed",
-           "migrate", "new_record", "phase_done", "read_record", "resume_or_new", "run_path",
+           "migrate", "new_record", "phase_done", "read_record", "record_settings",
+           "resume_or_new", "run_path",
            "set_distribution", "set_evaluate_seconds", "set_external_metrics",
            "set_split_metrics", "set_threshold", "start_phase", "utc_now", "validate",
            "write_json_atomic", "write_record"]
@@ -47,6 +48,10 @@ def utc_now() -> str:
 def run_path(run: str | os.PathLike, results: str | os.PathLike | None = None) -> Path:
     """The folder of run `run`: a folder path as given, else `results/<run>`.
 
+    A path (it has a folder part) is that folder: from the current folder when
+    it exists there, else from the project root; it never falls back to the
+    run of the same name under `results/`.
+
     Args:
         run: run name ("mobilenet-20250101T000000Z") or a folder ("results/NAME").
         results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
@@ -54,6 +59,9 @@ def run_path(run: str | os.PathLike, results: str | os.PathLike | None = None) -
     given = Path(run).expanduser()
     if (given / RECORD).is_file():
         return given
+    if given.is_absolute() or len(given.parts) > 1:
+        rooted = paths.PROJ_ROOT / given
+        return rooted if not given.exists() and rooted.exists() else given
     return paths.results_dir(results) / given.name
 
 
@@ -65,6 +73,11 @@ def ensure_writable(folder: str | os.PathLike) -> Path:
             (permissions, read-only or full disk, a file in the way).
     """
     folder = Path(folder)
+    blocker = next((p for p in (folder, *folder.parents) if p.exists()), None)
+    if blocker is not None and not blocker.is_dir():
+        raise PCamError(f"{blocker} is a file, not a folder, so the results folder {folder} "
+                        "cannot be made there; give --results (notebooks: -p results_dir, "
+                        "demo: --out) a folder, or set PCAM_RESULTS_DIR")
     try:
         folder.mkdir(parents=True, exist_ok=True)
         with tempfile.NamedTemporaryFile(dir=folder, prefix=".write-test-"):
@@ -114,7 +127,7 @@ def new_record(*, config: dict, backbone: dict, environment: dict, data: dict) -
     Returns:
         The record, validated but not written (see `write_record`).
     """
-    settings, now = _config_dict(config), utc_now()
+    settings, now = record_settings(config), utc_now()
     record = {
         "schema": SCHEMA, "run": settings["run"], "model": settings["model"],
         "status": "running", "created": now, "updated": now,
@@ -145,7 +158,7 @@ def resume_or_new(folder: str | os.PathLike, *, config: dict, backbone: dict, da
         PCamError: the run is already complete, exists with other settings
             (names the changed keys), or its record is invalid.
     """
-    settings, path = _config_dict(config), Path(folder) / RECORD
+    settings, path = record_settings(config), Path(folder) / RECORD
     run = settings.get("run")
     record = load_record_file(path) if path.is_file() else None
     if record is not None and not record["history"] and record["status"] != "complete":
@@ -284,7 +297,8 @@ def mark_complete(record: dict) -> None:
     record.pop("error", None)
 
 
-def _config_dict(config: dict) -> dict:
+def record_settings(config: dict) -> dict:
+    """`config` as a record stores it: paths as display paths (`pcam.paths.display_path`)."""
     settings = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     settings["data_dir"] = paths.data_dir(settings.get("data_dir"))
     for key in ("data_dir", "weights"):  # display paths: no machine paths in records

@@ -56,7 +56,8 @@ def test_unserialisable_value_touches_nothing(tmp_path):
 def test_unwritable_results_folder(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    with pytest.raises(PCamError, match=f"cannot write to the results folder {blocker}/run"):
+    with pytest.raises(PCamError, match=f"{blocker} is a file, not a folder, so the results "
+                                        f"folder {blocker}/run cannot be made there"):
         records.ensure_writable(blocker / "run")
 
 

@@ -5,6 +5,7 @@ import json
 import pytest
 from fake_runs import make_run
 
+from pcam import records
 from pcam.errors import PCamError
 from pcam.report.build import build_report
 from pcam.report.table import END, START, replace_block, round_sig
@@ -239,10 +240,17 @@ def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_
     before = readme.read_text()
     assert "**Paired comparison** " in before and "compare_roc_pr.png" in before
     (results / "resnet50-pub" / "predictions" / "test.npz").unlink()
+    # another history for that run: its curves figure would change
+    record = records.read_record(results / "resnet50-pub")
+    record["history"][0]["val_auc"] = 0.01
+    records.write_record(results / "resnet50-pub", record)
+    figures = {p.name: p.read_bytes() for p in images.glob("*.png")}
     with pytest.raises(PCamError, match="would lose the link to images/compare_reliability.png"
                                         ".*the paired comparison.*--drop-missing"):
         build_report(results, readme, images, gradcam=False)
     assert readme.read_text() == before
+    # the figures too are as they were: the table and its figures stay one state
+    assert {p.name: p.read_bytes() for p in images.glob("*.png")} == figures
     build_report(results, readme, images, gradcam=False, drop_missing=True)
     assert "**Paired comparison** " not in readme.read_text()
 
@@ -289,3 +297,20 @@ def test_a_read_only_readme_is_named_before_any_figure_is_drawn(two_runs, monkey
                                         r"update it; .*nothing was changed"):
         build_report(results, readme, images, gradcam=False)
     assert not images.exists() and readme.read_text() == README
+
+
+def test_a_linked_readme_is_updated_through_its_link(two_runs):
+    results, readme, images = two_runs
+    target = readme.with_name("real.md")
+    readme.rename(target)
+    readme.symlink_to(target.name)
+    build_report(results, readme, images, gradcam=False)
+    assert readme.is_symlink() and "| metric |" in target.read_text()
+
+
+def test_images_that_is_a_file_is_named_before_anything_is_drawn(two_runs):
+    results, readme, images = two_runs
+    images.write_text("not a folder")
+    with pytest.raises(PCamError, match="is a file, not a folder: give --images"):
+        build_report(results, readme, images, gradcam=False)
+    assert readme.read_text() == README

@@ -34,7 +34,25 @@ TRAIN_EVAL_CAP = 8192  # patches of train scored after training (a fit check, no
 
 
 def evaluate_after_training(folder: Path, record: dict, splits: dict) -> dict:
-    """Score the best checkpoint of a just-trained run on its splits; the record."""
+    """Score the best checkpoint of a just-trained run on its splits; the record.
+
+    Raises:
+        PCamError: the data changed while the run trained (another command
+            rewrote the folder): scores would belong to other patches than the
+            record names. The run stays as it is; `pcam evaluate` scores it once
+            the data are the run's again.
+    """
+    from pcam.data.describe import fingerprint, fingerprint_changes
+
+    recorded = (record.get("data") or {}).get("fingerprint")
+    if recorded:
+        changed, _ = fingerprint_changes({k: v for k, v in recorded.items() if k in splits},
+                                         fingerprint(splits))
+        if changed:
+            raise PCamError(f"the data of run {record['run']} changed while it trained "
+                            f"({'; '.join(changed)}), so its scores would be on other patches "
+                            "than its record names; restore the data, then run "
+                            f"`python -m pcam evaluate --run {record['run']}`")
     config = record["config"]
     caps = {"train": min(config["max_samples"] or TRAIN_EVAL_CAP, TRAIN_EVAL_CAP)}
     caps.update({name: config["max_eval_samples"] for name in ("valid", "test")})
@@ -54,32 +72,39 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
             fingerprint). Another folder's scores go to `external` (see module).
         splits: splits to score; valid (when listed, on the run's own data)
             sets a new threshold, otherwise the record's threshold is applied.
-        tta: also score 8-fold dihedral test-time augmentation.
+        tta: also score 8-fold dihedral test-time augmentation. Without it, a
+            split that has TTA scores keeps its saved TTA predictions (so the
+            TTA threshold and scores stay), when the saved single-pass
+            predictions are this checkpoint's on the same patches; else refused.
 
     Returns:
         The updated record; each scored split notes its data folder. Its
         status is left as it was: scoring does not finish an interrupted run.
 
     Raises:
-        PCamError: the run's own data cannot be found (give --data-dir), the
-            run is being trained or evaluated by another process, no usable
-            checkpoint, or no threshold to apply.
+        PCamError: `run` names no run folder (no record.json there), the run's
+            own data cannot be found (give --data-dir), the run is being trained
+            or evaluated by another process, no usable checkpoint, no threshold
+            to apply, or TTA scores that cannot be kept (see `tta`). Nothing is
+            written before every split is predicted.
     """
     from pcam.data.h5read import open_split
 
     folder = run_path(run)
-    record = read_record(folder)
-    own = data_dir is None or _is_own_data(record, Path(data_dir))
-    data_dir = _own_data_dir(record) if data_dir is None else Path(data_dir)
-    opened = {name: open_split(data_dir, name) for name in splits}
-    lock = acquire_lock(folder, "evaluated")
+    if not (folder / records.RECORD).is_file():  # no lock file dropped into a stray folder
+        raise PCamError(f"no run record at {folder / records.RECORD}; give --run a run name "
+                        f"(a folder of {paths.results_dir()}) or a run folder with a record")
+    lock = acquire_lock(folder, "evaluated")  # before the record is read
     try:
-        record = read_record(folder)  # as it is now that no one else writes it
+        record = read_record(folder)
+        own = data_dir is None or _is_own_data(record, Path(data_dir))
+        data_dir = _own_data_dir(record) if data_dir is None else Path(data_dir)
+        opened = {name: open_split(data_dir, name) for name in splits}
         if not own:
             return _evaluate_external(folder, record, opened, data_dir, tta=tta)
         before = {s: record["metrics"].get(s) for s in splits}, record.get("threshold")
         record = _evaluate(folder, record, opened, dict.fromkeys(opened), tta=tta,
-                           data_dir=data_dir)
+                           data_dir=data_dir, keep_tta=True)
     finally:
         release_lock(lock)
     replaced = [s for s in splits if before[0][s] is not None]
@@ -157,10 +182,14 @@ def _evaluate_external(folder: Path, record: dict, splits: dict, data_dir: Path,
     key = f"{slug or 'data'}-{digest}"
     model = Predictor(_load_best(folder, record))
     info = read_dataset_info(data_dir)
-    (folder / "predictions" / key).mkdir(parents=True, exist_ok=True)
-    replaced = sorted(set(splits) & set((record.get("external") or {}).get(key, {})))
-    for name, split in splits.items():
+    earlier = (record.get("external") or {}).get(key, {})
+    replaced = sorted(set(splits) & set(earlier))
+    preds = {}
+    for name, split in splits.items():  # every split predicted before anything is written
         pred = predict_split(model, split, tta=tta and name != "train")
+        preds[name] = _with_kept_tta(folder, record["run"], name, earlier.get(name), pred)
+    (folder / "predictions" / key).mkdir(parents=True, exist_ok=True)
+    for name, pred in preds.items():
         entry = {**_score(pred, threshold), "inference": pred["inference"],
                  "data_dir": paths.display_path(data_dir),
                  "data_label": info.get("label") or info.get("source"),
@@ -184,25 +213,33 @@ def _load_best(folder: Path, record: dict):
 
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
-              data_dir) -> dict:
+              data_dir, keep_tta: bool = False) -> dict:
     from pcam.data.h5read import read_dataset_info
     from pcam.environment import hardware_info
 
+    order = sorted(splits, key=lambda s: s != "valid")  # valid first: it sets the threshold
+    if "valid" not in splits and not record.get("threshold"):
+        raise PCamError(f"no valid threshold in {folder / 'record.json'}; "
+                        f"evaluate with --split valid {' '.join(order)}")
     model = Predictor(_load_best(folder, record))
     start = time.perf_counter()
-    (folder / "predictions").mkdir(exist_ok=True)
-    order = sorted(splits, key=lambda s: s != "valid")  # valid first: it sets the threshold
-    for name in order:
+    preds = {}
+    for name in order:  # every split predicted (and checked) before anything is written
         pred = predict_split(model, splits[name], max_samples=caps.get(name),
                              tta=tta and name != "train")
+        if keep_tta:
+            pred = _with_kept_tta(folder, record["run"], name, record["metrics"].get(name), pred)
+        preds[name] = pred
+    saved = {}  # a new threshold re-scores the other splits' saved predictions
+    for name in sorted(set(record["predictions"]) - set(splits)) if "valid" in splits else ():
+        with np.load(folder / record["predictions"][name]) as arrays:
+            saved[name] = {key: arrays[key] for key in arrays.files}
+    for name, pred in preds.items():
         if name == "valid":
             tta_value = (choose_threshold(pred["y_true"], pred["y_prob_tta"])
                          if "y_prob_tta" in pred else None)
             records.set_threshold(record, choose_threshold(pred["y_true"], pred["y_prob"]),
                                   tta_value, rule=THRESHOLD_RULE)
-        if not record.get("threshold"):
-            raise PCamError(f"no valid threshold in {folder / 'record.json'}; "
-                            f"evaluate with --split valid {name}")
         entry = {**_score(pred, record["threshold"]), "inference": pred["inference"]}
         if data_dir is not None:  # scored outside training: say on what data and hardware
             info = read_dataset_info(data_dir)
@@ -210,18 +247,47 @@ def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool
                          data_label=info.get("label") or info.get("source"),
                          hardware=hardware_info())
         records.set_split_metrics(record, name, entry, save_predictions(folder, name, pred))
-    if "valid" in splits:
-        # A new threshold: score the other splits' saved predictions again with it,
-        # so every column of the record uses the same threshold.
-        for name in sorted(set(record["predictions"]) - set(splits)):
-            with np.load(folder / record["predictions"][name]) as saved:
-                pred = {key: saved[key] for key in saved.files}
-            scores = _score(pred, record["threshold"])
-            records.set_split_metrics(record, name, {**record["metrics"][name], **scores},
-                                      record["predictions"][name])
+    # A new threshold: score the other splits' saved predictions again with it,
+    # so every column of the record uses the same threshold.
+    for name, pred in saved.items():
+        scores = _score(pred, record["threshold"])
+        records.set_split_metrics(record, name, {**record["metrics"][name], **scores},
+                                  record["predictions"][name])
     records.set_evaluate_seconds(record, time.perf_counter() - start)
     records.write_record(folder, record)
     return record
+
+
+def _with_kept_tta(folder: Path, run: str, name: str, earlier: dict | None, pred: dict) -> dict:
+    """`pred` with the saved TTA probabilities of `earlier` scores, when this pass ran no TTA.
+
+    A partial evaluate keeps what it does not compute again: the saved TTA
+    predictions stay (and so the TTA threshold and scores) when the saved
+    single-pass ones are this checkpoint's on the same patches.
+
+    Raises:
+        PCamError: they are not (another checkpoint, other patches, a damaged file).
+    """
+    if "y_prob_tta" in pred or not (earlier or {}).get("tta"):
+        return pred
+    path = folder / str(earlier.get("predictions") or f"predictions/{name}.npz")
+    try:
+        with np.load(path) as saved:
+            old = {key: saved[key] for key in saved.files}
+        same = ("y_prob_tta" in old and old["y_true"].shape == pred["y_true"].shape
+                and np.array_equal(old["y_true"], pred["y_true"])
+                and np.allclose(old["y_prob"], pred["y_prob"], atol=1e-4))
+    except Exception:  # missing, truncated or not an npz: nothing to keep
+        same = False
+    if not same:
+        raise PCamError(
+            f"run {run}: {paths.display_path(path)} does not hold this checkpoint's "
+            f"predictions of the same {name} patches, so its TTA scores cannot be kept "
+            f"without TTA; evaluate {name} with TTA (drop --no-tta) to score both again")
+    print(f"evaluate: {name}: TTA not run again (--no-tta); its saved TTA predictions are kept",
+          flush=True)
+    kept = {k: v for k, v in earlier.get("inference", {}).items() if k.startswith("tta_")}
+    return {**pred, "y_prob_tta": old["y_prob_tta"], "inference": {**pred["inference"], **kept}}
 
 
 def _score(pred: dict, threshold: dict) -> dict:

@@ -14,8 +14,8 @@ from pcam.errors import PCamError
 from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
-from pcam.fileio import write_text
-from pcam.paths import IMAGES_DIR, README, display_path, results_dir
+from pcam.fileio import write_bytes, write_text
+from pcam.paths import DOCS_DIR, IMAGES_DIR, README, display_path, results_dir
 from pcam.report.curves import update_curves_block
 from pcam.report.inputs import common_split, load_records, published_records
 from pcam.report.protocol import protocol_text
@@ -190,7 +190,7 @@ def _keep_block(readme: Path, why: str, what: str) -> None:
 
 def build_report(results=None, readme=None, images=None, *, gradcam: bool = True,
                  published_only: bool = True, drop_missing: bool = False,
-                 allow_dirty: bool = False) -> None:
+                 allow_dirty: bool = False, pages=None) -> None:
     """Rebuild `images/` and the README results block from the published records.
 
     The block between `<!-- results:start -->` and `<!-- results:end -->` is
@@ -215,6 +215,9 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
             run any more (says which), or without a figure link or the paired
             comparison that can no longer be rebuilt (a missing predictions file).
         allow_dirty: publish runs trained from a dirty tree, named under the table.
+        pages: other Markdown files whose study and curves blocks are rebuilt too
+            (default: `docs/*.md` of the project for its README, none for
+            another README); a file without those markers is left alone.
 
     Raises:
         PCamError: README, its markers or the results folder missing; two
@@ -247,6 +250,36 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
                     "rebuild the table without it")
     if dropped and rows:
         print(f"report: dropping {', '.join(dropped)} from the table (no published run)")
+    if images.exists() and not images.is_dir():
+        raise PCamError(f"{images} is a file, not a folder: give --images the folder for the "
+                        "figures (it is created if missing); nothing was changed")
+    figures = _snapshot(images)
+    try:
+        _write_pages(rows, images, readme, text, current, folder, notes=[], gradcam=gradcam,
+                     drop_missing=drop_missing, pages=pages)
+    except BaseException:
+        _restore(images, figures)  # a refusal leaves the figures as they were too
+        raise
+    print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")
+
+
+def _snapshot(images: Path) -> dict[Path, bytes]:
+    """The figures in `images` now, to put back if the report is refused half-way."""
+    return {p: p.read_bytes() for p in images.glob("*.png")} if images.is_dir() else {}
+
+
+def _restore(images: Path, figures: dict[Path, bytes]) -> None:
+    for path in images.glob("*.png") if images.is_dir() else ():
+        if path not in figures:
+            path.unlink(missing_ok=True)
+    for path, data in figures.items():
+        if not path.exists() or path.read_bytes() != data:
+            write_bytes(path, data)
+
+
+def _write_pages(rows, images: Path, readme: Path, text: str, current: str, folder: Path, *,
+                 notes: list, gradcam: bool, drop_missing: bool, pages) -> None:
+    """Draw the figures, build every block, and write the README and pages (or refuse)."""
     if not rows:
         block = _NO_RUNS
         print(f"note: no published run in {folder}; the empty results block "
@@ -272,10 +305,19 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
                         "restore what is missing (a run's predictions/<split>.npz: rerun "
                         "`python -m pcam evaluate --run RUN`), or pass --drop-missing to "
                         "rebuild without it")
-    new = replace_block(text, block, name=display_path(readme))
-    prefix = Path(os.path.relpath(images, readme.parent)).as_posix()
-    new = update_study_block(new, folder / "study", images, prefix, name=display_path(readme))
-    new = update_curves_block(new, folder / "curves", images, prefix, name=display_path(readme))
-    if new != text:
-        write_text(readme, new)
-    print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")
+    updates = {readme: (text, replace_block(text, block, name=display_path(readme)))}
+    if pages is None:
+        pages = sorted(DOCS_DIR.glob("*.md")) if readme.resolve() == README.resolve() else []
+    for page in map(Path, pages):
+        if page != readme and page.is_file():
+            _check_writable(page)
+            updates[page] = (page.read_text(),) * 2
+    for page, (old, new) in list(updates.items()):  # every block built before any is written
+        prefix = Path(os.path.relpath(images, page.parent)).as_posix()
+        new = update_study_block(new, folder / "study", images, prefix, name=display_path(page))
+        new = update_curves_block(new, folder / "curves", images, prefix,
+                                  name=display_path(page))
+        updates[page] = (old, new)
+    for page, (old, new) in updates.items():
+        if new != old:
+            write_text(page, new)
