@@ -14,7 +14,10 @@ WEIGHTS ?= pcam/assets/mobilenet_v1_0.5_imagenet_no_top.h5
 LAB_PORT ?= 8888
 TENSORBOARD_PORT ?= 6006
 
-.PHONY: setup demo test lint lab tensorboard clean-demo
+# Test workers (pytest-xdist): one per usable core by default.
+TEST_WORKERS ?= auto
+
+.PHONY: setup demo test test-fast lint lab tensorboard clean-demo
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "error: no python3.11, python3.12 or python3.13 found; install one or pass make setup PYTHON=/path/to/python3" >&2; exit 2; }
@@ -37,9 +40,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/python -m pcam demo --data-dir $(DEMO_DATA) --out $(DEMO_OUT) --weights $(WEIGHTS)
 
-# Command 2: the test suite (unit, integration, notebook smoke runs).
+# Command 2: the test suite (unit, integration, notebook smoke runs), in parallel.
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
+
+# The quick loop while editing: everything but the tests marked slow (notebook runs,
+# training, the browser).
+test-fast: setup
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check pcam tests benchmarks notebooks

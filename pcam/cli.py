@@ -6,47 +6,118 @@ a user can fix is printed as one `error:` line without a traceback, exit status 
 """
 
 import argparse
+import math
+import re
 import signal
 import sys
 import tempfile
 import threading
 
 from pcam import commands, native_stderr
+from pcam.config import BACKBONE_DEFAULTS
 from pcam.data.spec import SPLITS
-from pcam.errors import user_message
+from pcam.errors import PCamError, user_message
+from pcam.mplbackend import check_mplbackend
 from pcam.presets import PRESETS
+from pcam.settings import MAX_COUNT, MAX_SEED, parse_setting
+
+
+def _whole(text: str, low: int, high: int) -> int:
+    """`text` as a whole number from `low` to `high`, else argparse's one-line refusal."""
+    word = text.strip()
+    if not (re.fullmatch(r"[+-]?\d{1,30}", word) and low <= int(word) <= high):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a whole number from {low} to {high}")
+    return int(word)
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
+    return _whole(text, 1, MAX_COUNT)
 
 
 def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return _whole(text, 0, MAX_COUNT)
+
+
+def _seed(text: str) -> int:
+    return _whole(text, 0, MAX_SEED)  # numpy's seed range, as for training
+
+
+def _minutes(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"{text!r}: use a positive finite number of minutes")
     return value
+
+
+def _path(text: str) -> str:
+    """A file or folder option: any text but an empty one (which would mean this folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError(f"{text!r}: give a path")
+    return text
+
+
+def _one_of_many(name: str, text: str) -> tuple:
+    """One item (or comma-separated items) of a tuple setting, checked as the setting is."""
+    return tuple(parse_setting(name, text))
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """One option per `TrainConfig` field but `model`, generated from the field: its name
+    (`--head-units`), its help and default, its type read as `-p` values are read.
+    An option not given is left out of the namespace, so the backbone defaults and
+    the preset apply; one given as `none` (`--weights none`) is the value None."""
+    import dataclasses
+
+    from pcam.config import TrainConfig
+
+    for field in dataclasses.fields(TrainConfig):
+        if field.name == "model":
+            continue
+        option = "--" + field.name.replace("_", "-")
+        default = field.default if not isinstance(field.default, tuple) else ",".join(
+            map(str, field.default))
+        text = f"{field.metadata['help']} (field default: {default})"
+        unset = argparse.SUPPRESS
+        if field.type is bool:
+            parser.add_argument(option, dest=field.name, default=unset, help=text,
+                                action=argparse.BooleanOptionalAction)
+        elif str(field.type).startswith("tuple"):  # --head-units 256 64 or 256,64
+            parser.add_argument(option, dest=field.name, nargs="+", help=text, default=unset,
+                                type=_setting(field.name, whole=False))
+        else:
+            parser.add_argument(option, dest=field.name, help=text, default=unset,
+                                type=_setting(field.name))
+
+
+def _setting(name: str, whole: bool = True):
+    """The argparse type of `TrainConfig` field `name`: text read as `-p` values are
+    (`pcam.config.parse_setting`); the range is `TrainConfig`'s to check."""
+    def parse(text: str):
+        try:
+            return parse_setting(name, text) if whole else _one_of_many(name, text)
+        except PCamError as error:
+            raise argparse.ArgumentTypeError(str(error)) from None
+
+    parse.__name__ = name
+    return parse
 
 
 def _add_data_dir(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--data-dir", help="PCam data folder (default: $PCAM_DATA_DIR or data/)"
+        "--data-dir", type=_path, help="PCam data folder (default: $PCAM_DATA_DIR or data/)"
     )
 
 
-def _parameter(text: str) -> tuple[str, object]:
-    import ast
-
+def _parameter(text: str) -> tuple[str, str]:
+    """NAME=VALUE as (NAME, VALUE text); `pcam.notebooks.parse_parameters` reads the value
+    by the setting's type (no guessing: `-p data_dir=123` is the folder "123")."""
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
         raise argparse.ArgumentTypeError(f"{text!r} is not NAME=VALUE")
-    try:
-        return name, ast.literal_eval(value)
-    except (ValueError, SyntaxError):
-        return name, value  # a bare string, e.g. WEIGHTS=imagenet
+    return name, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -71,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--train", type=_non_negative_int, default=4096)
     p.add_argument("--valid", type=_non_negative_int, default=1024)
     p.add_argument("--test", type=_non_negative_int, default=1024)
-    p.add_argument("--seed", type=_non_negative_int, default=0)
+    p.add_argument("--seed", type=_seed, default=0)
     p.add_argument("--overwrite", action="store_true",
                    help="replace or delete split files already in the folder (one line each)")
     p.set_defaults(func=commands.cmd_synthetic)
@@ -79,7 +150,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         "import-images", help="convert SRC/{0,1}/*, SRC/<split>/{0,1}/* or a Kaggle folder"
     )
-    p.add_argument("src", help="folder of images")
+    p.add_argument("src", type=_path, help="folder of images")
     _add_data_dir(p)
     p.add_argument("--split", choices=SPLITS, help="split name when SRC holds one split")
     p.add_argument("--holdout", type=_non_negative_int, default=0, help="hold out this many "
@@ -87,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-from-valid", type=_non_negative_int, default=0, dest="test_from_valid",
                    help="move this many of SRC's valid patches (stratified) to test; train stays "
                    "whole, and valid and test come from slides train does not hold")
-    p.add_argument("--seed", type=_non_negative_int, default=0,
+    p.add_argument("--seed", type=_seed, default=0,
                    help="seed of the hold-out draws and the file order")
     p.add_argument("--overwrite", action="store_true",
                    help="replace or delete split files already in the folder (one line each)")
@@ -97,53 +168,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True, help="mobilenet or resnet50")
     p.add_argument("--preset", choices=PRESETS,
                    help="named settings: smoke, demo, subset, full (pcam.presets.PRESETS)")
-    p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
+    p.add_argument("--results", type=_path,
+                   help="records folder (default: $PCAM_RESULTS_DIR or results/)")
     p.add_argument("--log-output", action="store_true", dest="log_output",
                    help="stream every cell output, not only the epoch lines")
-    _add_data_dir(p)
-    p.add_argument("--run", help="run name (folder under results/)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--head-epochs", type=int, dest="head_epochs")
-    p.add_argument("--batch-size", type=int, dest="batch_size")
-    p.add_argument("--max-samples", type=int, dest="max_samples")
-    p.add_argument("--max-eval-samples", type=int, dest="max_eval_samples")
-    p.add_argument("--steps-per-epoch", type=int, dest="steps_per_epoch",
-                   help="batches an epoch, drawn anew each epoch (default: one whole pass)")
-    p.add_argument("--planned-minutes", type=float, dest="planned_minutes",
-                   help="training minutes a budget plan predicted (recorded beside the realised)")
-    p.add_argument("--alpha", type=float)
-    p.add_argument("--image-size", type=int, dest="image_size",
-                   help="transfer: backbone input side, 32-512; above 96 patches are upsampled")
-    p.add_argument("--weights", help="imagenet, none, or a path to a weights file")
-    p.add_argument("--learning-rate", type=float, dest="learning_rate")
-    p.add_argument("--finetune-learning-rate", type=float, dest="finetune_learning_rate")
-    p.add_argument("--augment",
-                   help="comma-separated: dihedral,shift,hed,brightness_contrast, or none")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--deterministic", action="store_true", default=None)
-    p.add_argument("--strategy", help="auto, none, mirrored or multiworker")
-    p.add_argument("--precision", help="float32, mixed_float16 or mixed_bfloat16")
-    p.add_argument("--schedule", help="cosine (with warm-up), plateau or constant")
-    p.add_argument("--patience", type=int, help="early-stopping patience (epochs, val AUC)")
-    p.add_argument("--finetune-layers", type=int, dest="finetune_layers",
-                   help="top backbone layers unfrozen in phase 2 (default: per backbone)")
-    p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=None,
-                   help="also evaluate with 8-fold dihedral test-time augmentation (default on)")
-    p.add_argument("--head-units", type=_positive_int, nargs="+", dest="head_units",
-                   help="sizes of the new dense layers before the sigmoid (default: 128)")
-    p.add_argument("--dropout", type=float, help="dropout before each dense layer, in [0, 1)")
-    p.add_argument("--warmup-epochs", type=int, dest="warmup_epochs",
-                   help="linear warm-up epochs of the cosine schedule")
-    p.add_argument("--bn-momentum", type=float, dest="bn_momentum",
-                   help="from scratch: momentum of BatchNorm's moving statistics (default 0.99)")
-    p.add_argument("--published", action="store_true", default=None,
-                   help="put this run in the README table (`python -m pcam report`)")
+    _add_settings(p)
     p.set_defaults(func=commands.cmd_train)
 
     p = subparsers.add_parser("evaluate",
                               help="evaluate a run's best checkpoint, update its record")
-    p.add_argument("--run", required=True, help="results/NAME or NAME")
-    p.add_argument("--data-dir", help="data folder to score (default: the run's own data); "
+    p.add_argument("--run", required=True, type=_path, help="results/NAME or NAME")
+    p.add_argument("--data-dir", type=_path,
+                   help="data folder to score (default: the run's own data); "
                    "other data are scored apart, under \"external\" in the record")
     p.add_argument("--split", nargs="+", choices=SPLITS, default=["valid", "test"])
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
@@ -151,9 +187,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_evaluate)
 
     p = subparsers.add_parser("report", help="rebuild images/ and the README table from results/")
-    p.add_argument("--results", help="records folder (default: results/)")
-    p.add_argument("--readme", help="README to update (default: README.md)")
-    p.add_argument("--images", help="figures folder (default: images/)")
+    p.add_argument("--results", type=_path, help="records folder (default: results/)")
+    p.add_argument("--readme", type=_path, help="README to update (default: README.md)")
+    p.add_argument("--images", type=_path, help="figures folder (default: images/)")
     p.add_argument("--drop-missing", action="store_true", dest="drop_missing",
                    help="rebuild the table without a model that has no published run any more")
     p.add_argument("--allow-dirty", action="store_true", dest="allow_dirty",
@@ -164,8 +200,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = subparsers.add_parser("notebooks", help="run both notebooks headless (papermill)")
     p.add_argument("--preset", choices=PRESETS, default="full")
     _add_data_dir(p)
-    p.add_argument("--results", help="records folder (default: $PCAM_RESULTS_DIR or results/)")
-    p.add_argument("--models", nargs="+", default=["mobilenet", "resnet50"])
+    p.add_argument("--results", type=_path,
+                   help="records folder (default: $PCAM_RESULTS_DIR or results/)")
+    p.add_argument("--models", nargs="+", choices=tuple(BACKBONE_DEFAULTS),
+                   default=list(BACKBONE_DEFAULTS))
     p.add_argument("-p", "--parameter", type=_parameter, action="append", default=[],
                    metavar="NAME=VALUE",
                    help="override a setting, e.g. -p EPOCHS=3 or -p epochs=3 (repeatable)")
@@ -179,17 +217,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--experiment", choices=("study", "curves"), default="study",
                    help="study (default) or curves; arms go to RESULTS/<experiment>/")
     _add_data_dir(p)
-    p.add_argument("--results", help="records folder (default: results/)")
-    p.add_argument("--weights-dir", help="folder of mobilenet_v1_<alpha>_imagenet_no_top.h5")
-    p.add_argument("--plan-minutes", type=float, metavar="MINUTES",
+    p.add_argument("--results", type=_path, help="records folder (default: results/)")
+    p.add_argument("--weights-dir", type=_path,
+                   help="folder of mobilenet_v1_<alpha>_imagenet_no_top.h5")
+    p.add_argument("--plan-minutes", type=_minutes, metavar="MINUTES",
                    help="train nothing: print the settings that fill MINUTES for each arm, "
                         "from its costs measured in plan.json (how presets get a budget)")
     p.set_defaults(func=commands.cmd_study)
 
     p = subparsers.add_parser("demo",
                             help="synthetic data + both notebooks + report (README command 1)")
-    p.add_argument("--data-dir", default="data/synthetic")
-    p.add_argument("--out", default="results/demo")
+    p.add_argument("--data-dir", type=_path,
+                   help="synthetic data folder (default: data/synthetic in the "
+                   "project)")
+    p.add_argument("--out", type=_path,
+                   help="demo results folder (default: demo/ in $PCAM_RESULTS_DIR or "
+                   "the project's results/)")
+    p.add_argument("--fresh", action="store_true", help="delete the demo's earlier runs first "
+                   "(default: keep complete ones, resume interrupted ones)")
     p.add_argument("--weights", help="MobileNet weights: imagenet, none or a file (default: "
                    "the ImageNet weights shipped in pcam/assets/, so the demo runs offline)")
     p.set_defaults(func=commands.cmd_demo)
@@ -214,6 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     native_log = tempfile.TemporaryFile() if native_stderr.hidden() else None
     try:
         with native_stderr.stderr_fd_to(native_log, keep_python=True):
+            check_mplbackend()
             return args.func(args)
     except KeyboardInterrupt as stop:  # papermill shuts the kernel down on its way out
         print("interrupted; rerun the same command to resume", file=sys.stderr)
@@ -223,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             if native_log is not None:
                 print(native_stderr.tail(native_log), file=sys.stderr)
             raise
-        print(f"error: {message}", file=sys.stderr)
+        # one line, whatever a file name in the message holds
+        print("error: " + " ".join(message.splitlines()), file=sys.stderr)
         return 2
     finally:
         if native_log is not None:

@@ -11,27 +11,35 @@
   for README command 1, `subset` for the published runs, `full` for real PCam),
   applied on top.
 
-A typo in a setting is an error, never a silently ignored value.
+A typo in a setting is an error, never a silently ignored value. Every field
+is checked by `pcam.settings.check_setting` (its type, and the range the
+libraries accept), and text from the command line or `-p NAME=VALUE` is read by
+`pcam.settings.parse_setting`, so a bad value is refused with one line naming
+it before any kernel starts.
 """
 
 import dataclasses
-import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from pcam.data.spec import AUGMENTATIONS
 from pcam.errors import PCamError
 from pcam.presets import PRESETS
+from pcam.settings import (
+    PRECISIONS,
+    SCHEDULES,
+    STRATEGIES,
+    check_run_name,
+    check_setting,
+    parse_setting,
+    short_repr,
+)
 
 __all__ = ["AUGMENTATIONS", "BACKBONE_DEFAULTS", "PRECISIONS", "PRESETS", "SCHEDULES",
-           "STRATEGIES", "TrainConfig"]
+           "STRATEGIES", "TrainConfig", "check_run_name", "check_setting", "parse_setting"]
 
-STRATEGIES = ("auto", "none", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-SCHEDULES = ("cosine", "plateau", "constant")
-
-# What differs per backbone; everything else is a `TrainConfig` field default.
+# What differs per backbone; everything else is a `TrainConfig` field default. One entry
+# per model of `pcam.settings.MODELS`.
 # The field defaults are the transfer recipe's (MobileNet, the default model): 2 head
 # epochs on the frozen ImageNet base, then fine-tuning of the top blocks.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -47,96 +55,79 @@ SCRATCH_ONLY: dict[str, dict[str, Any]] = {
 NOT_FOR_SCRATCH = ("finetune_learning_rate", "finetune_layers", "image_size")
 NOT_FOR_TRANSFER = ("bn_momentum",)  # the pretrained base's BatchNorm stays frozen
 
+def _field(default: Any, help: str) -> Any:
+    """A setting: its default and its help text, which the command line shows
+    (`python -m pcam train --help`) and `TrainConfig`'s docstring lists."""
+    return dataclasses.field(default=default, metadata={"help": help})
+
+
 @dataclass
 class TrainConfig:
     """Everything that defines a training run; saved whole in its record.
 
-    Args:
-        model: backbone name from `pcam.models.BACKBONES` ("mobilenet", "resnet50", ...).
-        run: name of the run folder under `results/`; default "<model>-<UTC time>".
-        data_dir: PCam-layout data folder; default `$PCAM_DATA_DIR` or `data/`.
-        epochs: total epochs, >= 1 (for transfer: head epochs + fine-tune epochs).
-        head_epochs: epochs of phase 1 (new head on a frozen base); 0 fine-tunes
-            from the start, `epochs` trains the head only; from-scratch models take 0.
-        batch_size: batch per replica, >= 1 (the whole batch on one device; with R
-            replicas the global batch is R times larger, see `pcam.train.distribute`).
-        max_samples: use at most this many training patches (None: all).
-        max_eval_samples: use at most this many valid/test patches (None: all).
-        steps_per_epoch: train this many batches an epoch, drawn anew each epoch
-            from every training patch (None: one whole pass). The budget planner
-            sets it only when a budget buys less than one whole epoch.
-        planned_minutes: the training minutes the budget planner predicted for
-            these epochs (None: not planned); the record puts the realised
-            minutes beside them.
-        alpha: MobileNet width multiplier (0.25, 0.5, 0.75 or 1.0).
-        image_size: side of the pretrained backbone's input, 32-512; above 96 the
-            patch is upsampled (bilinear) inside the model, nearer ImageNet's scale.
-        weights: "imagenet", None (random init) or a path to a weights file.
-        head_units: sizes of the new dense layers before the sigmoid.
-        dropout: dropout rate before each dense layer, in [0, 1).
-        learning_rate: phase-1 (or from-scratch) peak learning rate, > 0.
-        finetune_learning_rate: phase-2 learning rate, 10-100x below learning_rate
-            (default 10x).
-        finetune_layers: how many top layers of the base to unfreeze in phase 2
-            (BatchNorm layers stay frozen); 24 is MobileNet's last four blocks.
-        schedule: "cosine" (with warm-up), "plateau" or "constant".
-        warmup_epochs: linear warm-up epochs for the cosine schedule.
-        bn_momentum: momentum of a from-scratch backbone's BatchNorm moving statistics,
-            in (0, 1); Keras' 0.99 needs a few hundred steps to catch up, so short
-            runs (the demo) use less. Transfer runs keep BatchNorm frozen.
-        patience: early-stopping patience in epochs, on validation AUC.
-        augment: training augmentations, any of `AUGMENTATIONS` (default: all).
-        tta: also evaluate with 8-fold dihedral test-time augmentation.
-        seed: seed for weights, shuffling and augmentation.
-        deterministic: switch on TensorFlow op determinism (slower).
-        strategy: tf.distribute strategy, one of `STRATEGIES`.
-        precision: Keras dtype policy, one of `PRECISIONS`.
-        published: whether `pcam report` puts this run in the README table.
+    Each field carries its default and its help (listed under Args below, and by
+    `python -m pcam train --help`); `BACKBONE_DEFAULTS` and the presets change
+    some defaults per model. Every value is checked on creation
+    (`pcam.settings.check_setting`).
     """
 
-    model: str = "mobilenet"
-    run: str | None = None
-    data_dir: str | None = None
-    epochs: int = 12
-    head_epochs: int = 2
-    batch_size: int = 64
-    max_samples: int | None = None
-    max_eval_samples: int | None = None
-    steps_per_epoch: int | None = None
-    planned_minutes: float | None = None
-    alpha: float = 1.0
-    image_size: int = 96
-    weights: str | None = "imagenet"
-    head_units: tuple[int, ...] = (128,)
-    dropout: float = 0.5
-    learning_rate: float = 1e-3
-    finetune_learning_rate: float = 1e-4
-    finetune_layers: int = 24
-    schedule: str = "cosine"
-    warmup_epochs: int = 1
-    bn_momentum: float = 0.99
-    patience: int = 5
-    augment: tuple[str, ...] = AUGMENTATIONS
-    tta: bool = True
-    seed: int = 0
-    deterministic: bool = False
-    strategy: str = "auto"
-    precision: str = "float32"
-    published: bool = False
+    model: str = _field("mobilenet", "backbone: mobilenet or resnet50 (`pcam.models.BACKBONES`)")
+    run: str | None = _field(None, "name of the run folder under results/ (default "
+                                   "<model>-<UTC time>)")
+    data_dir: str | None = _field(None, "PCam-layout data folder (default $PCAM_DATA_DIR or "
+                                        "data/)")
+    epochs: int = _field(12, "total epochs, >= 1 (transfer: head epochs + fine-tune epochs)")
+    head_epochs: int = _field(2, "epochs of phase 1, the new head on a frozen base; 0 "
+                                 "fine-tunes from the start, `epochs` trains the head only; "
+                                 "from-scratch models take 0")
+    batch_size: int = _field(64, "batch per replica, >= 1 (with R replicas the global batch "
+                                 "is R times larger)")
+    max_samples: int | None = _field(None, "use only the first N training patches of the file "
+                                           "(a random sample: files are shuffled); default all")
+    max_eval_samples: int | None = _field(None, "use at most N valid/test patches; default all")
+    steps_per_epoch: int | None = _field(None, "batches an epoch, drawn anew each epoch from "
+                                               "every training patch; default one whole pass "
+                                               "(the budget planner sets it only when a budget "
+                                               "buys less than one epoch)")
+    planned_minutes: float | None = _field(None, "training minutes a budget plan predicted "
+                                                 "for these epochs; the record puts the "
+                                                 "realised minutes beside them")
+    alpha: float = _field(1.0, "MobileNet width: 0.25, 0.5, 0.75 or 1.0")
+    image_size: int = _field(96, "transfer: side of the backbone's input, 32-512; above 96 the "
+                                 "patch is upsampled inside the model")
+    weights: str | None = _field("imagenet", "starting weights: imagenet, none, or a weights "
+                                             "file")
+    head_units: tuple[int, ...] = _field((128,), "sizes of the new dense layers before the "
+                                                 "sigmoid, comma-separated, each 1 to 8192")
+    dropout: float = _field(0.5, "dropout before each dense layer, in [0, 1)")
+    learning_rate: float = _field(1e-3, "phase-1 (or from-scratch) peak learning rate, > 0")
+    finetune_learning_rate: float = _field(1e-4, "fine-tune learning rate, 10-100x below "
+                                                 "learning_rate")
+    finetune_layers: int = _field(24, "top base layers unfrozen in phase 2 (BatchNorm stays "
+                                      "frozen); 24 is MobileNet's last four blocks")
+    schedule: str = _field("cosine", "learning-rate schedule: cosine (with warm-up), plateau "
+                                     "or constant")
+    warmup_epochs: int = _field(1, "linear warm-up epochs of the cosine schedule (from "
+                                   "scratch)")
+    bn_momentum: float = _field(0.99, "from scratch: momentum of BatchNorm's moving "
+                                      "statistics, in (0, 1); short runs need less than "
+                                      "Keras' 0.99")
+    patience: int = _field(5, "early-stopping patience, epochs without a better valid AUC")
+    augment: tuple[str, ...] = _field(AUGMENTATIONS, "training augmentations, comma-separated: "
+                                                     f"{','.join(AUGMENTATIONS)}, or none")
+    tta: bool = _field(True, "also evaluate with 8-fold dihedral test-time augmentation")
+    seed: int = _field(0, "seed of weights, shuffling and augmentation, 0 to 2**32 - 1")
+    deterministic: bool = _field(False, "TensorFlow op determinism (slower)")
+    strategy: str = _field("auto", "tf.distribute strategy: auto, none, mirrored or "
+                                   "multiworker")
+    precision: str = _field("float32", "Keras dtype policy: float32, mixed_float16 or "
+                                       "mixed_bfloat16")
+    published: bool = _field(False, "put this run in the README table (`python -m pcam "
+                                    "report`)")
 
     def __post_init__(self) -> None:
-        if self.weights in ("none", "None", ""):
-            self.weights = None
-        self.head_units = tuple(int(u) for u in self.head_units)
-        if isinstance(self.augment, str):
-            self.augment = tuple(a for a in self.augment.split(",") if a and a != "none")
-        self.augment = tuple(self.augment)
-        _check_choice("model", self.model, tuple(BACKBONE_DEFAULTS))
-        if self.run is not None:
-            check_run_name(self.run)
-        _check_int("seed", self.seed, 0)
-        _check_int("epochs", self.epochs, 1)
-        _check_int("head_epochs", self.head_epochs, 0)
+        for field in dataclasses.fields(self):  # each value's type and range, normalised
+            setattr(self, field.name, check_setting(field.name, getattr(self, field.name)))
         if self.head_epochs > self.epochs:
             raise PCamError(f"head_epochs={self.head_epochs} exceeds epochs={self.epochs}")
         if self.model in SCRATCH_ONLY:
@@ -144,62 +135,48 @@ class TrainConfig:
                 if getattr(self, name) != value:
                     raise PCamError(f"{name}={getattr(self, name)!r}: {self.model} trains from "
                                     f"scratch, so {name} must stay {value!r}")
-        _check_int("batch_size", self.batch_size, 1)
-        if self.max_samples is not None:
-            _check_int("max_samples", self.max_samples, 1)
-        if self.max_eval_samples is not None:
-            _check_int("max_eval_samples", self.max_eval_samples, 1)
-        if self.steps_per_epoch is not None:
-            _check_int("steps_per_epoch", self.steps_per_epoch, 1)
-        if self.planned_minutes is not None:
-            _check_float("planned_minutes", self.planned_minutes)
-            if not self.planned_minutes > 0:
-                raise PCamError(f"planned_minutes={self.planned_minutes}: use a positive number")
-        _check_int("warmup_epochs", self.warmup_epochs, 0)
-        _check_int("patience", self.patience, 1)
-        _check_int("finetune_layers", self.finetune_layers, 0)
-        if not (isinstance(self.image_size, int) and 32 <= self.image_size <= 512):
-            raise PCamError(f"image_size={self.image_size!r}: use an integer from 32 to 512")
-        if any(u < 1 for u in self.head_units):
-            raise PCamError(f"head_units={self.head_units}: every size must be >= 1")
-        # Non-finite floats (inf, nan: `--learning-rate inf`) fail here, before an epoch.
-        _check_float("alpha", self.alpha)
-        _check_float("dropout", self.dropout)
-        if not 0 < self.bn_momentum < 1:
-            raise PCamError(f"bn_momentum={self.bn_momentum}: use a value in (0, 1)")
-        if not 0 <= self.dropout < 1:
-            raise PCamError(f"dropout={self.dropout}: use a value in [0, 1)")
-        for name in ("learning_rate", "finetune_learning_rate"):
-            _check_float(name, getattr(self, name))
-            if not getattr(self, name) > 0:
-                raise PCamError(f"{name}={getattr(self, name)}: use a positive number")
-        _check_choice("schedule", self.schedule, SCHEDULES)
-        _check_choice("strategy", self.strategy, STRATEGIES)
-        _check_choice("precision", self.precision, PRECISIONS)
-        for name in self.augment:
-            _check_choice("augment", name, AUGMENTATIONS + ("none",))
 
     @classmethod
-    def for_model(cls, model: str, preset: str | None = None, **overrides: Any) -> "TrainConfig":
+    def for_model(cls, model: str, preset: str | None = None, /,
+                  **overrides: Any) -> "TrainConfig":
         """The settings of a `model` run: backbone defaults, then a preset, then `overrides`.
 
         Args:
             model: a key of `BACKBONE_DEFAULTS` ("mobilenet", "resnet50").
             preset: a key of `PRESETS` ("smoke", "demo", "subset", "full") or None.
-            **overrides: field values given last (None values are ignored, so
-                unset command-line options keep the defaults).
+            **overrides: field values given last; None is a value like any other
+                (`weights=None`: random initialisation), so leave a setting out to
+                keep its default. A `model` among them must be `model`.
 
         Raises:
             PCamError: unknown model, preset or setting, or a bad value.
         """
-        given = {k: v for k, v in overrides.items() if v is not None}
+        defaults = model_defaults(model, preset)  # an unknown model or preset first
+        given = dict(overrides)
+        if given.pop("model", model) != model:
+            raise PCamError(f"model={short_repr(overrides['model'])}: this {model} run takes "
+                            "no other model; choose it with --model (pcam notebooks: --models)")
         scratch = model in SCRATCH_ONLY
         unused = sorted(set(given) & set(NOT_FOR_SCRATCH if scratch else NOT_FOR_TRANSFER))
         if unused:
             why = ("trains from scratch and has no fine-tune phase" if scratch else
                    "keeps the pretrained BatchNorm frozen")
             raise PCamError(f"{', '.join(unused)}: {model} {why}; leave these out")
-        return cls.from_dict({**model_defaults(model, preset), "model": model, **given})
+        return cls.from_dict({**defaults, "model": model, **given})
+
+    @classmethod
+    def from_notebook(cls, model: str, namespace: dict[str, Any]) -> "TrainConfig":
+        """The settings a notebook's parameters cell gives: each field's UPPER_CASE
+        name in `namespace` (the notebook's `globals()`), over `model`'s defaults.
+
+        Other names (RESULTS_DIR, COMPARE_WITH, imports) are not settings and are
+        left out; a parameter set to None keeps its default.
+        """
+        names = {f.name for f in dataclasses.fields(cls)} - {"model"}
+        given = {name: namespace[name.upper()] for name in names if name.upper() in namespace}
+        if given.get("weights") is None:  # WEIGHTS = None in a notebook: the model's default
+            given.pop("weights", None)
+        return cls.for_model(model, **given)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrainConfig":
@@ -224,44 +201,15 @@ class TrainConfig:
         return values
 
 
-RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
-
-
-def check_run_name(name: Any) -> str:
-    """`name` when it is one safe folder name under `results/`, else `PCamError`.
-
-    A run name is 1-100 letters, digits, `.`, `_` or `-`, starting with a letter or
-    digit: no `/`, no `..`, never empty, so a run cannot write outside `results/`.
-    """
-    if not isinstance(name, str) or not RUN_NAME.fullmatch(name):
-        raise PCamError(f"run={name!r}: a run name is 1-100 letters, digits, '.', '_' or '-', "
-                        "starting with a letter or digit (it names one folder under results/)")
-    return name
-
-
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise PCamError(f"{name}={value!r}: use an integer >= {minimum}")
-
-
-def _check_float(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise PCamError(f"{name}={value!r}: use a finite number (not inf or nan)")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise PCamError(f"{name}={value!r}: use one of {', '.join(choices)}")
-
-
 def model_defaults(model: str, preset: str | None = None) -> dict[str, Any]:
     """`BACKBONE_DEFAULTS[model]` with `PRESETS[preset]` applied (field names)."""
-    if model not in BACKBONE_DEFAULTS:
-        raise PCamError(f"unknown model {model!r}; use one of {', '.join(BACKBONE_DEFAULTS)}")
+    if not isinstance(model, str) or model not in BACKBONE_DEFAULTS:
+        raise PCamError(f"unknown model {short_repr(model)}; use one of "
+                        f"{', '.join(BACKBONE_DEFAULTS)}")
     values = dict(BACKBONE_DEFAULTS[model])
     if preset is not None:
-        if preset not in PRESETS:
-            raise PCamError(f"unknown preset {preset!r}; use one of {', '.join(PRESETS)}")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise PCamError(f"unknown preset {short_repr(preset)}; use one of {', '.join(PRESETS)}")
         values.update(PRESETS[preset].get("both", {}))
         values.update(PRESETS[preset].get(model, {}))
     return values
@@ -270,3 +218,14 @@ def model_defaults(model: str, preset: str | None = None) -> dict[str, Any]:
 def field_names() -> list[str]:
     """The names of every `TrainConfig` setting, in declaration order."""
     return [f.name for f in dataclasses.fields(TrainConfig)]
+
+
+def setting_help(name: str) -> str:
+    """The help text of `TrainConfig` field `name` (what the command line shows)."""
+    return next(f.metadata["help"] for f in dataclasses.fields(TrainConfig) if f.name == name)
+
+
+if TrainConfig.__doc__:  # None under python -OO
+    TrainConfig.__doc__ += "\n    Args:\n" + "".join(
+        f"        {f.name}: {f.metadata['help']} (default {f.default!r}).\n"
+        for f in dataclasses.fields(TrainConfig))

@@ -98,8 +98,12 @@ def build_model(
     dropout: float = 0.5,
     input_shape: tuple[int, int, int] = (96, 96, 3),
     image_size: int | None = None,
+    bn_momentum: float | None = None,
 ) -> keras.Model:
-    """Build a binary classifier on a registry backbone, not compiled.
+    """Build a binary classifier on a registry backbone, not compiled: the model the
+    notebooks build in their own cells (`tests/test_recipe.py` proves them identical:
+    the full model config and, per phase with `set_phase`, the trainable weights and
+    the frozen BatchNorm layers). The budget planner and the benchmarks use it.
 
     Args:
         name: key of `BACKBONES` ("mobilenet" or "resnet50").
@@ -111,6 +115,8 @@ def build_model(
         input_shape: patch shape; the input dtype is always uint8.
         image_size: the backbone's input side; when larger than the patch, the
             preprocessed patch is upsampled (bilinear) to it (None: the patch size).
+        bn_momentum: from scratch, the momentum of every BatchNorm layer of the
+            backbone, as notebook 02 sets it (None: Keras' default).
 
     Returns:
         A `keras.Model` with one sigmoid output of shape (None, 1), float32.
@@ -119,17 +125,19 @@ def build_model(
     size = image_size or input_shape[0]
     kwargs = _constructor_kwargs(name, backbone, alpha, weights, (size, size, input_shape[2]))
     base = _make_base(name, backbone, kwargs, weights)
-    base.trainable = backbone.recipe == "scratch"
+    if bn_momentum is not None and backbone.recipe == "scratch":
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = bn_momentum
 
     inputs = keras.Input(shape=input_shape, dtype="uint8", name="image")
     x = backbone.preprocessing()(inputs)
     if size != input_shape[0]:
         x = keras.layers.Resizing(size, size, name="upsample")(x)
-    # training=False keeps a pretrained base's BatchNorm in inference mode, even
-    # once it is unfrozen for fine-tuning (Keras transfer-learning guide). A
-    # randomly initialised base needs its BatchNorm statistics to learn.
-    pretrained = backbone.recipe == "transfer" and weights is not None
-    x = base(x, training=False) if pretrained else base(x)
+    # As notebook 01: training=False keeps the transfer base's BatchNorm in inference
+    # mode, even once it is unfrozen for fine-tuning (Keras transfer-learning guide).
+    # A base trained from scratch (notebook 02) needs its BatchNorm statistics to learn.
+    x = base(x, training=False) if backbone.recipe == "transfer" else base(x)
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)
     for i, units in enumerate(head_units, start=1):
         x = keras.layers.Dropout(dropout, name=f"head_dropout_{i}")(x)

@@ -21,9 +21,13 @@ LAYERS = (
     ("data", ("pcam.data",)),
     ("base", ("pcam.config", "pcam.presets", "pcam.records", "pcam.record_schema",
               "pcam.runlock", "pcam.fileio", "pcam.compat", "pcam.paths", "pcam.errors",
-              "pcam.native_stderr", "pcam.environment", "pcam.data.spec", "pcam")),
+              "pcam.native_stderr", "pcam.environment", "pcam.data.spec", "pcam.settings",
+              "pcam.mplbackend", "pcam")),
 )
-MAX_LINES = 300
+# A module does one thing and is named for it; cohesion, not a line count, decides
+# where code goes. This is only a guard against a module that has grown several
+# concerns without anyone noticing, far above where a single-purpose module ends.
+MAX_LINES = 500
 
 
 def _modules() -> list[tuple[str, Path]]:
@@ -58,9 +62,10 @@ def _imports(path: Path) -> set[str]:
 
 
 @pytest.mark.parametrize(("name", "path"), _modules(), ids=lambda v: str(v))
-def test_module_is_small(name, path):
+def test_no_module_outgrows_one_concern(name, path):
     lines = len(path.read_text().splitlines())
-    assert lines <= MAX_LINES, f"{name} has {lines} lines; split it by concern"
+    assert lines <= MAX_LINES, (f"{name} has {lines} lines: it has likely grown a second "
+                                "concern; split it where the concerns part")
 
 
 def test_imports_point_down():

@@ -235,7 +235,7 @@ def test_autotune_is_off_with_few_cores_and_on_with_many(tmp_path, monkeypatch):
 
     write_synthetic(tmp_path, sizes={"train": 64, "valid": 32, "test": 32}, seed=0)
     for cores, expected in ((1, False), (2, False), (pipeline.AUTOTUNE_MIN_CORES, True)):
-        monkeypatch.setattr(pipeline, "usable_cores", lambda: cores)
+        monkeypatch.setattr(pipeline, "usable_cores", lambda cores=cores: cores)
         ds = pipeline.make_dataset("valid", data_dir=tmp_path, batch_size=8)
         assert ds.options().autotune.enabled is expected, cores
     assert pipeline.make_dataset("valid", data_dir=tmp_path, autotune=True).options(

@@ -74,7 +74,7 @@ def measure_costs(config: TrainConfig, repeats: int = REPEATS) -> dict[str, floa
                     augment=config.augment).take(WARMUP + repeats * CHUNK)
     model = build_model(config.model, alpha=config.alpha, weights=config.weights,
                         head_units=config.head_units, dropout=config.dropout,
-                        image_size=config.image_size)
+                        image_size=config.image_size, bn_momentum=config.bn_momentum)
     recipe = get_backbone(config.model).recipe
     costs = {}
     for phase in ("scratch",) if recipe == "scratch" else ("head", "finetune"):

@@ -22,9 +22,9 @@ Reference:
     - [Transfer learning & fine-tuning](https://keras.io/guides/transfer_learning/)
 """
 
+import contextlib
 import importlib.util
 import math
-import shutil
 import sys
 import warnings
 from datetime import UTC, datetime
@@ -38,14 +38,15 @@ from pcam.data.describe import check_same_data, data_section
 from pcam.environment import environment_info
 from pcam.errors import PCamError
 from pcam.evaluation.metrics import training_metrics
-from pcam.fileio import stale_temps
+from pcam.fileio import stale_temps, write_bytes
 from pcam.models import check_weights, get_backbone, load_checkpoint
-from pcam.runlock import acquire_lock, release_lock
+from pcam.runlock import acquire_lock, claim_folder, release_lock, remove_claimed
 from pcam.train import distribute
 from pcam.train.callbacks import EpochCheckpoints, EpochCSVLogger, NaNGuard, RecordHistory
 from pcam.train.weights import weights_provenance
 
-__all__ = ["TrainingRun", "plan_phases", "start_run", "training_metrics"]
+__all__ = ["TrainingRun", "plan_phases", "set_seed_and_precision", "start_run",
+           "training_metrics"]
 
 
 def plan_phases(config: TrainConfig, recipe: str) -> dict[str, tuple[int, int]]:
@@ -60,6 +61,21 @@ def plan_phases(config: TrainConfig, recipe: str) -> dict[str, tuple[int, int]]:
     return {"head": (0, config.head_epochs), "finetune": (config.head_epochs, config.epochs)}
 
 
+def set_seed_and_precision(config: TrainConfig) -> None:
+    """Set the global switches a run depends on, before its data and model exist.
+
+    `keras.utils.set_random_seed(config.seed)` seeds Python, numpy and TensorFlow
+    (initial weights, dropout; the input pipeline takes the seed itself);
+    `config.deterministic` switches on TensorFlow's op determinism (slower);
+    `keras.config.set_dtype_policy(config.precision)` makes new layers compute in
+    float32 or mixed precision. They are global: the model built next uses them.
+    """
+    keras.utils.set_random_seed(config.seed)
+    if config.deterministic:
+        tf.config.experimental.enable_op_determinism()
+    keras.config.set_dtype_policy(config.precision)
+
+
 def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
               ) -> "TrainingRun":
     """Open (or resume) the run `config.run`: check settings, make the folder and data.
@@ -72,7 +88,9 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
 
     Returns:
         A `TrainingRun`; its record is already written, and this process holds
-        the run folder's lock (`.lock`) until `finish()` or exit.
+        the run folder's lock (`.lock`) until `finish()` or exit. The lock is
+        taken before anything in the folder is read; a refusal leaves the
+        record as it was, and a folder this call made is removed again.
 
     Raises:
         PCamError: a bad setting, unreadable data, an unwritable results folder,
@@ -91,10 +109,16 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
     # A multi-worker strategy must exist before TensorFlow sets up its devices.
     strategy = distribute.make_strategy(config.strategy)
     target = paths.results_dir(results) / config.run
-    created = not target.exists()
-    folder = records.ensure_writable(distribute.worker_folder(target, strategy))
-    lock, notes = acquire_lock(folder), []
+    if distribute.is_chief(strategy):  # the lock first: nothing in the folder is read before
+        lock, created = claim_folder(target)
+        folder = target
+    else:  # a temporary folder of its own, removed when the run ends or fails
+        folder = distribute.worker_folder(target, strategy)
+        lock, created = acquire_lock(folder), True
+    notes, before = [], _UNREAD
     try:
+        before = _bytes(folder / records.RECORD)
+        records.ensure_writable(folder)
         for name in (records.RECORD, *records.CHECKPOINTS.values()):
             for temp in stale_temps(folder / name):  # left by a killed run; the lock is ours
                 temp.unlink(missing_ok=True)
@@ -109,14 +133,37 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
         records.write_record(folder, record)
         run = TrainingRun(config, strategy, folder, record, splits, verbose)
     except BaseException:
-        release_lock(lock)
         if created:  # nothing of value was written: leave no empty run folder
-            shutil.rmtree(folder, ignore_errors=True)
+            remove_claimed(folder, lock)
+        else:  # a refusal (or a failure before training) leaves the record as it was
+            with contextlib.suppress(OSError, PCamError):  # the first error is the one shown
+                _restore(folder / records.RECORD, before)
+            release_lock(lock)
         raise
     for note in filter(None, notes):
         print(f"note: {note}", flush=True)
     run.lock = lock
     return run
+
+
+_UNREAD = object()  # the record could not be read: nothing to restore
+
+
+def _bytes(path) -> bytes | None:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        return None
+
+
+def _restore(path, content: bytes | None) -> None:
+    """Put `path` back as it was (`content`; None: no such file), unless it still is."""
+    if content is _UNREAD or _bytes(path) == content:
+        return
+    if content is None:
+        path.unlink(missing_ok=True)
+    else:
+        write_bytes(path, content)
 
 
 class TrainingRun:
@@ -145,11 +192,10 @@ class TrainingRun:
         # `fit` warns that its default shuffle=True does nothing for a tf.data input;
         # the pipeline shuffles itself (seeded), so the notebooks need not say it.
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-        keras.utils.set_random_seed(config.seed)
-        if config.deterministic:
-            tf.config.experimental.enable_op_determinism()
-        self._policy = keras.config.dtype_policy()
-        keras.config.set_dtype_policy(config.precision)
+        if keras.config.dtype_policy().name != config.precision:
+            raise RuntimeError(f"the Keras dtype policy is {keras.config.dtype_policy().name}, "
+                               f"not the run's precision {config.precision}: call "
+                               "set_seed_and_precision(config) before start_run")
         # The global batch: several replicas drop the last partial batch, which could
         # leave a replica an empty one (BatchNorm statistics of nothing).
         scaled = distribute.scale_config(config, self.replicas)
@@ -276,7 +322,7 @@ class TrainingRun:
         """Score the best checkpoint on every split (chief only); the final record."""
         from pcam.evaluation.evaluate import evaluate_after_training
 
-        keras.config.set_dtype_policy(self._policy)
+        keras.config.set_dtype_policy("float32")  # scoring runs in full precision
         missing = [p for p, (first, end) in self.phases.items()
                    if first < end and not records.phase_done(self.record, p)]
         if missing:
