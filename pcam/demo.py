@@ -52,6 +52,11 @@ def run_demo(data_dir: str | Path | None = None, out_dir: str | Path | None = No
                                                                             "resnet50")]
     for folder in runs:  # refusals first: nothing is written before them
         refuse_if_locked(folder)
+    for path, option in ((out_dir, "--out"), (data_dir, "--data-dir")):
+        blocker = next((p for p in (path, *path.parents) if p.exists()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise PCamError(f"{blocker} is a file, not a folder: give {option} a folder (it is "
+                            "created if missing); nothing was written")
     from pcam.data.h5read import available_splits
 
     has_data = (data_dir / DATASET_INFO).exists()

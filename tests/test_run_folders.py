@@ -776,3 +776,15 @@ def test_a_cap_that_leaves_one_class_is_refused_before_a_kernel(tmp_path, monkey
     with pytest.raises(PCamError, match="max_samples=1"):
         run_notebook(config, results=tmp_path)
     assert not (tmp_path / "one").exists()
+
+
+@pytest.mark.parametrize("option", ["--out", "--data-dir"])
+def test_demo_given_a_file_for_a_folder_writes_nothing(tmp_path, option):
+    from pcam.cli import main
+
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    other = "--data-dir" if option == "--out" else "--out"
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main(["demo", option, str(blocker), other, str(tmp_path / "elsewhere")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
