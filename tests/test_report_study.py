@@ -248,3 +248,22 @@ def test_report_draws_the_curves_block_and_figure(tmp_path):
     assert "| `mobilenet-30min` |" in block and "old" not in block
     assert "](images/curves.png)" in block
     assert (tmp_path / "images" / "curves.png").stat().st_size > 10_000
+
+
+def test_a_curve_point_can_be_the_published_run_of_its_model(tmp_path):
+    """The 100-minute points are the published runs: the report finds runs inside an
+    experiment's folder (one with a plan.json), not only at the top of results/."""
+    from pcam import study
+    from pcam.report.inputs import load_records, published_records
+
+    arms = study.EXPERIMENTS["curves"]
+    top = [name for name, arm in arms.items() if arm["settings"].get("published")]
+    assert sorted(top) == ["mobilenet-100min", "resnet50-100min"]
+    assert arms["mobilenet-100min"]["settings"]["tta"] is True
+    assert arms["resnet50-100min"]["settings"]["tta"] is False
+    folder = _curves_folder(tmp_path)
+    make_run(folder, "mobilenet-100min", "mobilenet", published=True)
+    make_run(folder.parent, "resnet50-top", "resnet50", published=True)
+    make_run(folder.parent / "loose", "not-an-experiment", published=True)  # no plan.json
+    chosen = published_records(load_records(folder.parent))
+    assert [r["run"] for _, r in chosen] == ["mobilenet-100min", "resnet50-top"]

@@ -8,7 +8,9 @@ from pcam.records import load_record_file
 
 
 def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
-    """All `results/*/record.json`, as (run folder, record), sorted by run folder name.
+    """All `results/*/record.json` and the runs of experiments (`results/<experiment>/
+    <arm>/record.json` beside a `plan.json`: the study, the curves), as (run folder,
+    record), sorted by run folder path.
 
     Args:
         results: records folder; default `$PCAM_RESULTS_DIR` or `results/`.
@@ -20,8 +22,11 @@ def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
         PCamError: naming the file, when a record cannot be read, is not JSON
             or is invalid (see `pcam.records.load_record_file`).
     """
-    return [(path.parent, load_record_file(path))
-            for path in sorted(results_dir(results).glob("*/record.json"))]
+    folder = results_dir(results)
+    paths = list(folder.glob("*/record.json"))
+    for plan in folder.glob("*/plan.json"):
+        paths += plan.parent.glob("*/record.json")
+    return [(path.parent, load_record_file(path)) for path in sorted(paths)]
 
 
 def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = True
