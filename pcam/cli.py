@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=commands.cmd_import_images)
 
     p = subparsers.add_parser("train", help="train a model (runs its notebook), write results/RUN/")
-    p.add_argument("--model", required=True, help="mobilenet or resnet50")
+    p.add_argument("--model", help="mobilenet or resnet50 (or the settings file's model)")
+    p.add_argument("--config", type=_path, metavar="FILE",
+                   help="settings from a TOML file (`pcam settings` writes one); options "
+                   "given here change them")
     p.add_argument("--preset", choices=PRESETS,
                    help="named settings: smoke, demo, subset, full (pcam.presets.PRESETS)")
     p.add_argument("--results", type=_path,
@@ -174,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stream every cell output, not only the epoch lines")
     _add_settings(p)
     p.set_defaults(func=commands.cmd_train)
+
+    p = subparsers.add_parser("settings", help="write a run's settings as a TOML file "
+                              "(rerun it with `pcam train --config FILE`)")
+    p.add_argument("--run", required=True, type=_path, help="results/NAME or NAME")
+    p.add_argument("--out", type=_path, metavar="FILE",
+                   help="file to write (default: print the settings)")
+    p.set_defaults(func=commands.cmd_settings)
 
     p = subparsers.add_parser("evaluate",
                               help="evaluate a run's best checkpoint, update its record")

@@ -51,11 +51,24 @@ def cmd_train(args: argparse.Namespace) -> int:
     from pcam.notebooks import run_notebook
 
     given = {key: value for key, value in vars(args).items()
-             if key not in ("command", "func", "model", "preset", "results", "log_output")}
+             if key not in ("command", "func", "model", "preset", "results", "log_output",
+                            "config")}
     for key, value in given.items():  # `--head-units 256 64`: one tuple per word
         if isinstance(value, list):
             given[key] = tuple(item for part in value for item in part)
-    config = TrainConfig.for_model(args.model, args.preset, **given)
+    if args.config is not None:
+        from pcam.settings_file import read_settings
+
+        given = {**read_settings(args.config), **given}
+        model = given.pop("model")
+        if args.model is not None and args.model != model:
+            raise PCamError(f"--model {args.model}, but {args.config} trains {model}: leave "
+                            "--model out, or change the file")
+    elif args.model is None:
+        raise PCamError("say which model to train: --model mobilenet|resnet50, or --config FILE")
+    else:
+        model = args.model
+    config = TrainConfig.for_model(model, args.preset, **given)
     if config.run is None:
         config = config.replace(run=f"{config.model}-{_utc_stamp()}")
     from pcam.data.check import check_data_dir
@@ -75,6 +88,19 @@ def _utc_stamp() -> str:
     from datetime import UTC, datetime
 
     return f"{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+
+
+def cmd_settings(args: argparse.Namespace) -> int:
+    from pcam.records import read_record
+    from pcam.settings_file import settings_text, write_settings
+
+    settings = read_record(args.run)["config"]
+    if args.out is None:
+        print(settings_text(settings), end="")
+    else:
+        write_settings(args.out, settings)
+        print(f"settings of run {settings['run']} -> {args.out}")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -65,7 +65,7 @@ def test_every_train_option_is_a_notebook_parameter():
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     options = {a.dest for a in train._actions} - {"help", "model", "preset", "results",
-                                                  "log_output"}
+                                                  "log_output", "config"}
     assert options == set(field_names()) - {"model"}
     for model in NOTEBOOKS:
         assert {o.upper() for o in options} & _expected_parameters(model) <= set(

@@ -610,3 +610,48 @@ def test_a_setting_given_twice_with_p_is_refused():
     with pytest.raises(PCamError, match=r"-p epochs=2 and -p EPOCHS=3 both set epochs; give it "
                                         r"once"):
         parse_parameters([("epochs", "2"), ("EPOCHS", "3")])
+
+
+def test_settings_file_round_trips_a_record_and_reruns_with_a_change(tmp_path, capsys):
+    """`pcam settings --run R --out F` writes a run's settings; `pcam train --config F`
+    reads them back as the same config; options given on top change them."""
+    from fake_runs import make_run
+
+    from pcam.cli import build_parser
+    from pcam.config import TrainConfig
+    from pcam.settings_file import read_settings, settings_text, write_settings
+
+    for model in ("mobilenet", "resnet50"):
+        config = TrainConfig.for_model(model, run=f"{model}-x", epochs=7, head_units=(64, 32),
+                                       augment=("dihedral",), weights=None, seed=3)
+        path = write_settings(tmp_path / f"{model}.toml", config.to_dict())
+        values = read_settings(path)
+        again = TrainConfig.for_model(values.pop("model"), **values)
+        assert again == config, model
+    run = make_run(tmp_path / "results", "pub", "resnet50")
+    from pcam.cli import main
+
+    assert main(["settings", "--run", str(run), "--out", str(tmp_path / "pub.toml")]) == 0
+    text = (tmp_path / "pub.toml").read_text()
+    assert 'model = "resnet50"' in text and "finetune_layers" not in text  # not its setting
+    assert text == settings_text(json.loads((run / "record.json").read_text())["config"])
+    args = build_parser().parse_args(["train", "--config", str(tmp_path / "pub.toml"),
+                                      "--epochs", "9"])
+    assert args.config == str(tmp_path / "pub.toml") and args.epochs == 9
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs = 3", "has no `model = ...` line"),
+    ('model = "mobilenet"\nepoch = 3', "unknown setting"),
+    ('model = "mobilenet"\nepochs = "many"', "epochs"),
+    ('model = "mobilenet"\nepochs = [', "cannot read settings file"),
+    ('model = "resnet50"\nfinetune_layers = 3', "trains from scratch"),
+    ('model = "mobilenet"\ndata_dir = "<external>/data/x"', "outside the project"),
+])
+def test_a_bad_settings_file_is_named_with_what_is_wrong(tmp_path, text, message):
+    from pcam.settings_file import read_settings
+
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(PCamError, match=f"{path.name}.*{message}|{message}.*{path.name}"):
+        read_settings(path)

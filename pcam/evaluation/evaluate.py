@@ -121,7 +121,11 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
 def _own_data_dir(record: dict) -> Path:
     """The run's own data folder, found from its record; `PCamError` saying --data-dir."""
     stored = record["data"]["dir"]
-    for folder in (paths.from_display_path(stored), paths.data_dir()):
+    # Records written before links were kept name a linked folder `<external>/data/x`:
+    # the same place under this project is tried too (its fingerprint must match).
+    tail = stored.removeprefix("<external>/") if stored.startswith("<external>/") else None
+    for folder in (paths.from_display_path(stored), tail and paths.PROJ_ROOT / tail,
+                   paths.data_dir()):
         if folder is not None and folder.is_dir() and _is_own_data(record, folder):
             return folder
     where = ("is outside the project, so its record cannot locate it" if
