@@ -70,8 +70,9 @@ def measure_costs(config: TrainConfig, repeats: int = REPEATS) -> dict[str, floa
 
     # The run's own pipeline over the whole split: after the first batch fills the
     # shuffle buffer, every batch pays for its reading, shuffling and augmentation.
-    train = patches("train", shuffle=True, seed=config.seed,
-                    augment=config.augment).take(WARMUP + repeats * CHUNK)
+    # (repeated, so that a split smaller than the timed batches still fills them)
+    train = patches("train", shuffle=True, seed=config.seed, augment=config.augment,
+                    repeat=True).take(WARMUP + repeats * CHUNK)
     model = build_model(config.model, alpha=config.alpha, weights=config.weights,
                         head_units=config.head_units, dropout=config.dropout,
                         image_size=config.image_size, bn_momentum=config.bn_momentum)
