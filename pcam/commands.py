@@ -59,7 +59,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.config is not None:
         from pcam.settings_file import read_settings
 
-        given = {**read_settings(args.config), **given}
+        try:
+            given = {**read_settings(args.config), **given}
+        except PCamError as error:
+            raise PCamError(f"--config: {error}") from None
         model = given.pop("model")
         if args.model is not None and args.model != model:
             raise PCamError(f"--model {args.model}, but {args.config} trains {model}: leave "
