@@ -150,7 +150,8 @@ def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_pat
         nbformat.v4.new_output("stream", name="stderr", text=(
             "WARNING: All log messages before absl::InitializeLog() is called are written\n"
             "I0000 00:00:1.0 1 port.cc:153] oneDNN custom operations are on.\n")),
-        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n"),
+        nbformat.v4.new_output("stream", name="stderr", text=(
+            "/tmp/ipykernel_8855/1796717023.py:1: UserWarning: something real\n")),
         nbformat.v4.new_output("stream", name="stdout", text="Epoch 1/2\n"),
     ]
     nb.cells = [cell]
