@@ -22,7 +22,7 @@ LAYERS = (
     ("base", ("pcam.config", "pcam.presets", "pcam.records", "pcam.record_schema",
               "pcam.runlock", "pcam.fileio", "pcam.compat", "pcam.paths", "pcam.errors",
               "pcam.native_stderr", "pcam.environment", "pcam.data.spec", "pcam.settings",
-              "pcam.mplbackend", "pcam")),
+              "pcam.mplbackend", "pcam.executed_notebook", "pcam")),
 )
 # A module does one thing and is named for it; cohesion, not a line count, decides
 # where code goes. This is only a guard against a module that has grown several

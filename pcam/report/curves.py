@@ -8,13 +8,12 @@ each (budget, patches) and gives MobileNet's test ROC AUC minus ResNet50's,
 with a paired bootstrap 95% interval over the same test patches.
 """
 
-import json
 from pathlib import Path
 
 from pcam.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
 from pcam.evaluation.stats import paired_auc_difference
-from pcam.records import load_record_file
+from pcam.report.inputs import complete_arms, read_plan
 from pcam.report.progress import RULE_TEXT, budget_text, minutes_cell, progress_cell
 from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import DASH, percent_cell, replace_block
@@ -34,11 +33,7 @@ def curve_points(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     plan = _plan(folder)
     points = []
-    for run, entry in plan["arms"].items():
-        path = folder / run / "record.json"
-        record = load_record_file(path) if path.is_file() else None
-        if record is None or record.get("status") != "complete":
-            continue
+    for run, entry, record in complete_arms(folder, plan):
         points.append({"run": run, "model": record["model"],
                        "budget": float(entry.get("budget_minutes") or 0),
                        "patches": int(record["data"]["splits"]["train"]["n"]),
@@ -52,15 +47,7 @@ def pending_points(folder: str | Path) -> list[str]:
 
 
 def _plan(folder: Path) -> dict:
-    path = folder / PLAN
-    try:
-        plan = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PCamError(f"cannot read the curves plan {path} ({error}); rerun "
-                        "`python -m pcam study --experiment curves` to write it") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
-        raise PCamError(f"the curves plan {path} has no 'arms' object; restore it from git")
-    return plan
+    return read_plan(folder, "curves", "python -m pcam study --experiment curves")
 
 
 def gaps(folder: str | Path, points: list[dict]) -> list[dict]:

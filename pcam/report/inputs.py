@@ -1,5 +1,6 @@
 """Reading what runs left in `results/`: records, the published set, predictions."""
 
+import json
 from pathlib import Path
 
 from pcam.errors import PCamError
@@ -60,3 +61,34 @@ def common_split(records: list[dict]) -> str | None:
     """The split every record has predictions for: test if possible, else valid."""
     return next((s for s in ("test", "valid")
                  if all(s in (r.get("predictions") or {}) for r in records)), None)
+
+
+def read_plan(folder: Path, what: str, command: str) -> dict:
+    """`folder/plan.json` of an experiment (`pcam.study`); `PCamError` naming the file.
+
+    Args:
+        what: the experiment in words ("study", "curves"), for the message.
+        command: the command that writes the plan, for the message.
+    """
+    path = Path(folder) / "plan.json"
+    try:
+        plan = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise PCamError(f"cannot read the {what} plan {path} ({error}); rerun "
+                        f"`{command}` to write it") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
+        raise PCamError(f"the {what} plan {path} has no 'arms' object; restore it from git or "
+                        f"rerun `{command}`")
+    return plan
+
+
+def complete_arms(folder: Path, plan: dict) -> list[tuple[str, dict, dict]]:
+    """(arm, plan entry, record) of the plan's arms whose record says "complete", in
+    plan order; an arm still training, or without a record, is left out."""
+    found = []
+    for arm, entry in plan["arms"].items():
+        path = Path(folder) / arm / "record.json"
+        record = load_record_file(path) if path.is_file() else None
+        if record is not None and record.get("status") == "complete":
+            found.append((arm, entry, record))
+    return found

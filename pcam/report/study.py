@@ -15,14 +15,13 @@ least two); otherwise "no difference detected at this budget". Test is not
 shown: the study chooses recipes, and choices are made on valid only.
 """
 
-import json
 import re
 from pathlib import Path
 
 from pcam.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
 from pcam.evaluation.stats import paired_auc_difference
-from pcam.records import load_record_file
+from pcam.report.inputs import complete_arms, read_plan
 from pcam.report.progress import RULE_TEXT, budget_text, minutes_cell, progress_cell
 from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import DASH, percent_cell, replace_block
@@ -54,11 +53,7 @@ def study_rows(folder: str | Path) -> list[dict]:
     folder = Path(folder)
     plan = _plan(folder)
     rows = []
-    for arm, entry in plan["arms"].items():
-        path = folder / arm / "record.json"
-        record = load_record_file(path) if path.is_file() else None
-        if record is None or record.get("status") != "complete":
-            continue
+    for arm, entry, record in complete_arms(folder, plan):
         name, seed = _split_name(arm)
         base = BASELINES.get(record.get("model"))
         baseline = None if name == base or base is None else (
@@ -83,16 +78,7 @@ def pending_arms(folder: str | Path) -> list[str]:
 
 
 def _plan(folder: Path) -> dict:
-    path = folder / PLAN
-    try:
-        plan = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise PCamError(f"cannot read the study plan {path} ({error}); rerun "
-                        "`python -m pcam study` to write it") from None
-    if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
-        raise PCamError(f"the study plan {path} has no 'arms' object; restore it from git or "
-                        "rerun `python -m pcam study`")
-    return plan
+    return read_plan(folder, "study", "python -m pcam study")
 
 
 def paired_differences(folder: str | Path, rows: list[dict]) -> dict[str, dict | None]:
