@@ -170,7 +170,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="settings from a TOML file (`pcam settings` writes one); options "
                    "given here change them")
     p.add_argument("--preset", choices=PRESETS,
-                   help="named settings: smoke, demo, subset, full (pcam.presets.PRESETS)")
+                   help="named settings: smoke, demo, subset, full "
+                        "(files in pcam/experiments/presets/)")
     p.add_argument("--results", type=_path,
                    help="records folder (default: $PCAM_RESULTS_DIR or results/)")
     p.add_argument("--log-output", action="store_true", dest="log_output",

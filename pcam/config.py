@@ -7,7 +7,8 @@
 - `BACKBONE_DEFAULTS` holds what differs per backbone (the transfer recipe
   trains a head first and starts from ImageNet weights; ResNet50 trains from
   scratch, all layers at once), applied by `TrainConfig.for_model`;
-- `pcam.presets.PRESETS` are named sets of overrides (`smoke` for CI, `demo`
+- the presets (`pcam/experiments/presets/*.toml`, read into `pcam.presets.PRESETS`)
+  are named sets of overrides (`smoke` for CI, `demo`
   for README command 1, `subset` for the published runs, `full` for real PCam),
   applied on top.
 

@@ -320,7 +320,7 @@ def run_notebooks(preset: str = "demo", *, models: tuple[str, ...] = ("mobilenet
     """Train each of `models` with `preset` through its notebook, in order.
 
     Args:
-        preset: a key of `pcam.presets.PRESETS` ("smoke", "demo", "subset", "full").
+        preset: a preset of `pcam/experiments/presets/` ("smoke", "demo", "subset", "full").
         models: notebooks to run (`NOTEBOOKS` keys); ResNet50 is compared with
             the MobileNet run when both run.
         overrides: settings applied last, by field name or notebook name

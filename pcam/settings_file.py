@@ -14,12 +14,14 @@ import dataclasses
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.paths import PROJ_ROOT
-from pcam.settings import parse_setting
+from pcam.settings import MODELS, parse_setting
+
+if TYPE_CHECKING:
+    from pcam.config import TrainConfig
 
 _PATHS = ("data_dir", "weights")
 _HEADER = ("# pcam run settings (pcam.config.TrainConfig fields; `python -m pcam train --help`\n"
@@ -34,7 +36,7 @@ def settings_text(settings: dict[str, Any]) -> str:
     Settings the model does not take (a from-scratch model's fine-tune rate) are
     left out, as its notebook leaves them out.
     """
-    from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY
+    from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY, TrainConfig
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     skip = NOT_FOR_SCRATCH if settings.get("model") in SCRATCH_ONLY else NOT_FOR_TRANSFER
@@ -82,16 +84,68 @@ def read_settings(path: str | Path) -> dict[str, Any]:
             key, a value of the wrong type or range, or a path stored as outside
             the project.
     """
+    from pcam.config import TrainConfig
+
+    path = Path(path)
+    raw = read_toml(path)
+    if "model" not in raw:
+        raise PCamError(f"settings file {path} has no `model = ...` line; add the model "
+                        "(mobilenet or resnet50)")
+    values = settings_values(path, raw)
+    try:  # every value checked, unknown keys refused
+        TrainConfig.for_model(values["model"], **{k: v for k, v in values.items()
+                                                  if k != "model"})
+    except PCamError as error:
+        raise PCamError(f"settings file {path}: {error}") from None
+    return values
+
+
+def read_presets(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The named settings in TOML file `path` (a preset, the recipes): keys at the top
+    apply to every model ("both"), a `[model]` table to that model.
+
+    Values are read as in a settings file; `TrainConfig` checks them where they are
+    applied (`pcam.config.model_defaults`).
+
+    Returns:
+        {"both": {...}, model: {...}} for the models the file names.
+
+    Raises:
+        PCamError: naming the file: unreadable, not TOML, a table that is not a
+            model, or a value that cannot be a setting.
+    """
+    path = Path(path)
+    raw = read_toml(path)
+    tables = {name: value for name, value in raw.items() if isinstance(value, dict)}
+    unknown = sorted(set(tables) - set(MODELS))
+    if unknown:
+        raise PCamError(f"{path}: table(s) {', '.join(unknown)} are not models; a table "
+                        f"holds one model's settings ({', '.join(MODELS)})")
+    both = {name: value for name, value in raw.items() if name not in tables}
+    return {"both": settings_values(path, both),
+            **{model: settings_values(path, table) for model, table in tables.items()}}
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The TOML document in `path`; an unreadable file or bad TOML is named."""
     path = Path(path)
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
         raise PCamError(f"cannot read settings file {path} ({error}); it must be a TOML file "
                         "of `name = value` lines (`python -m pcam settings --run RUN` writes "
                         "one)") from None
-    if "model" not in raw:
-        raise PCamError(f"settings file {path} has no `model = ...` line; add the model "
-                        "(mobilenet or resnet50)")
+
+
+def settings_values(path: str | Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """`raw` (`name = value` pairs of TOML file `path`) as setting values: text read
+    as the command line reads it ("none", "2e-3"), lists as tuples, paths made
+    absolute from the project root.
+
+    Raises:
+        PCamError: naming the file and the key: a table, a bad text value, or a
+            path stored as outside the project.
+    """
     values = {}
     for name, value in raw.items():
         try:
@@ -104,11 +158,6 @@ def read_settings(path: str | Path) -> dict[str, Any]:
             values[name] = tuple(value) if isinstance(value, list) else value
         except PCamError as error:
             raise PCamError(f"settings file {path}: {error}") from None
-    try:  # every value checked, unknown keys refused
-        TrainConfig.for_model(values["model"], **{k: v for k, v in values.items()
-                                                  if k != "model"})
-    except PCamError as error:
-        raise PCamError(f"settings file {path}: {error}") from None
     return values
 
 
@@ -121,8 +170,10 @@ def _project_path(stored: str) -> str:
 
 
 def config_from_file(path: str | Path, preset: str | None = None,
-                     **overrides: Any) -> TrainConfig:
+                     **overrides: Any) -> "TrainConfig":
     """The run the file describes: its model's defaults, `preset`, the file, `overrides`."""
+    from pcam.config import TrainConfig
+
     values = read_settings(path)
     model = values.pop("model")
     return TrainConfig.for_model(model, preset, **{**values, **overrides})

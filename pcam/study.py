@@ -22,8 +22,10 @@ budget.
   100-minute points on every patch are the published runs (`published`, and
   TTA for MobileNet), so one command makes the curves and the README table.
 
-`python -m pcam study [ARM ...]` and `python -m pcam study --experiment curves`
-run them.
+The experiments are files: each model's recipe in `pcam/experiments/recipes.toml`,
+the study's arms in `study.toml`, the curves' budgets and shares in `curves.toml`
+(settings as `pcam train --config` reads them). `python -m pcam study [ARM ...]`
+and `python -m pcam study --experiment curves` run them.
 """
 
 import json
@@ -35,95 +37,76 @@ from pcam.config import TrainConfig
 from pcam.errors import PCamError
 from pcam.fileio import write_text
 from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
+from pcam.presets import EXPERIMENTS_DIR
+from pcam.settings import MODELS
+from pcam.settings_file import read_presets, read_toml, settings_values
 from pcam.train.budget import MAX_EPOCHS, cost_key, measure_costs, plan_budget
 from pcam.train.plan_file import FIX_PLAN, check_costs
 from pcam.train.plan_file import read_plan as _read_plan
 
-BUDGET_MINUTES = 10.0  # the study's budget per arm
 SUBSET_DIR = PROJ_ROOT / "data" / "pcam-subset"  # where the README imports the subset
 PLAN = "plan.json"
-SEEDS = (0, 1)
-# Longer than any planned run: the budget, not early stopping, ends an arm.
-NO_EARLY_STOP = 1000
-
-# Each model's recipe, as the study chose it on valid (before the change of valid
-# split; `pcam/presets.py` "subset"): MobileNet 0.5 from ImageNet, one head epoch,
-# then its top 48 layers fine-tuned; ResNet50 from scratch with BatchNorm momentum
-# 0.9 and learning rate 3e-3, batch 64, one warm-up epoch where it has more than one.
-RECIPES: dict[str, dict[str, Any]] = {
-    "mobilenet": {"head_epochs": 1, "alpha": 0.5, "finetune_layers": 48,
-                  "patience": NO_EARLY_STOP, "published": False, "tta": False},
-    "resnet50": {"batch_size": 64, "learning_rate": 3e-3, "bn_momentum": 0.9,
-                 "warmup_epochs": 1, "patience": NO_EARLY_STOP, "published": False,
-                 "tta": False},
-}
-
-# name: (what changes from its model's recipe, settings). Every arm runs with each of
-# `SEEDS` (seed 0 as `name`, seed 1 as `name-seed1`); the baseline of a MobileNet arm
-# is "baseline", of a ResNet50 arm "scratch-baseline".
-STUDY_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "baseline": ("the MobileNet recipe: alpha 0.5, 96 px, one head epoch, top 48 layers "
-                 "fine-tuned, all augmentations", {}),
-    "head-only": ("no fine-tuning: only the new head trains, on the frozen base",
-                  {"epochs": 1}),
-    "finetune-24": ("fine-tune the top 24 layers (4 blocks)", {"finetune_layers": 24}),
-    "finetune-all": ("fine-tune every layer (BatchNorm still frozen)", {"finetune_layers": 86}),
-    "aug-none": ("no augmentation", {"augment": ()}),
-    "aug-dihedral": ("flips and 90-degree rotations only", {"augment": ("dihedral",)}),
-    "alpha-0.75": ("width 0.75", {"alpha": 0.75}),
-    "size-128": ("input upsampled to 128 px", {"image_size": 128}),
-    "scratch-baseline": ("the ResNet50 recipe: from scratch, batch 64, learning rate 3e-3, "
-                         "BatchNorm momentum 0.9", {"model": "resnet50"}),
-    "scratch-bn0.99": ("ResNet50, BatchNorm momentum 0.99 (Keras' default)",
-                       {"model": "resnet50", "bn_momentum": 0.99}),
-    "scratch-lr1e-3": ("ResNet50, learning rate 1e-3", {"model": "resnet50",
-                                                        "learning_rate": 1e-3}),
-    "scratch-batch32": ("ResNet50, batch 32 (twice the steps)", {"model": "resnet50",
-                                                                 "batch_size": 32}),
-}
-
-# Budget curve: each recipe at these training minutes, every training patch; data
-# curve: at DATA_BUDGET minutes, on these shares of the training patches (the first
-# ones of the shuffled file: a random sample).
-CURVE_MINUTES = (10.0, 30.0, 100.0)
-DATA_BUDGET = 30.0
-DATA_SHARES = (8, 2)  # 1/8 and 1/2
 
 
-def _study() -> dict[str, dict[str, Any]]:
+def _study(recipes: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
+    """The arms of `study.toml`: every arm with each seed (seed 0 as NAME, another as
+    NAME-seedS), its settings its recipe's with its changes."""
+    spec = read_toml(path)
     arms = {}
-    for name, (what, settings) in STUDY_ARMS.items():
-        settings = dict(settings)
-        model = settings.pop("model", "mobilenet")
-        baseline = "scratch-baseline" if model == "resnet50" else "baseline"
-        for seed in SEEDS:
+    for name, table in spec["arms"].items():
+        table = dict(table)
+        what, model = table.pop("what"), table.pop("model")
+        baseline = spec["baseline"][model]
+        for seed in spec["seeds"]:
             suffix = f"-seed{seed}" if seed else ""
             arms[name + suffix] = {
                 "what": what + (f", seed {seed}" if seed else ""), "model": model,
-                "settings": {**settings, "seed": seed}, "budget_minutes": BUDGET_MINUTES,
+                "settings": {**recipes[model], **settings_values(path, table), "seed": seed},
+                "budget_minutes": float(spec["budget_minutes"]),
                 "baseline": None if name == baseline else baseline + suffix, "seed": seed}
     return arms
 
 
-def _curves() -> dict[str, dict[str, Any]]:
+def _curves(recipes: dict[str, dict[str, Any]], path: Path) -> dict[str, dict[str, Any]]:
+    """The arms of `curves.toml`: each model's recipe at each budget on every training
+    patch (the largest is its published run), and at the data budget on each share."""
+    spec = read_toml(path)
+    published = spec["published"]
     arms = {}
-    for model in RECIPES:
-        for minutes in CURVE_MINUTES:
-            # The largest budget on every patch is the published run of its model (the
-            # README's results table): scored with TTA where the model takes it.
-            top = minutes == max(CURVE_MINUTES)
+    for model in spec["models"]:
+        top = max(spec["budget_minutes"])
+        for minutes in spec["budget_minutes"]:
+            extra = {}
+            if minutes == top:
+                extra = settings_values(path, {k: v for k, v in published.items()
+                                               if not isinstance(v, dict)})
+                extra.update(settings_values(path, published.get(model, {})))
             arms[f"{model}-{minutes:g}min"] = {
                 "what": f"{model}, {minutes:g} minutes, every training patch", "model": model,
-                "settings": {"published": True, "tta": model == "mobilenet"} if top else {},
-                "budget_minutes": minutes, "share": 1}
-        for share in DATA_SHARES:
-            arms[f"{model}-{DATA_BUDGET:g}min-1of{share}"] = {
-                "what": f"{model}, {DATA_BUDGET:g} minutes, 1/{share} of the training patches",
-                "model": model, "settings": {}, "budget_minutes": DATA_BUDGET, "share": share}
+                "settings": {**recipes[model], **extra}, "budget_minutes": float(minutes),
+                "share": 1}
+        minutes = spec["data_budget_minutes"]
+        for share in spec["data_shares"]:
+            arms[f"{model}-{minutes:g}min-1of{share}"] = {
+                "what": f"{model}, {minutes:g} minutes, 1/{share} of the training patches",
+                "model": model, "settings": dict(recipes[model]),
+                "budget_minutes": float(minutes), "share": share}
     return arms
 
 
-EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {"study": _study(), "curves": _curves()}
+def _recipes(path: Path) -> dict[str, dict[str, Any]]:
+    presets = read_presets(path)
+    return {model: {**presets["both"], **presets.get(model, {})} for model in MODELS}
+
+
+# Each model's recipe, as the first study chose it on valid (`recipes.toml`).
+RECIPES = _recipes(EXPERIMENTS_DIR / "recipes.toml")
+
+# {experiment: {arm: {"what", "model", "settings", "budget_minutes", ...}}}, from the
+# files of the same names.
+EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
+    "study": _study(RECIPES, EXPERIMENTS_DIR / "study.toml"),
+    "curves": _curves(RECIPES, EXPERIMENTS_DIR / "curves.toml")}
 
 
 def arm_config(name: str, *, experiment: str = "study", data_dir=None, weights_dir=None,
@@ -145,7 +128,7 @@ def arm_config(name: str, *, experiment: str = "study", data_dir=None, weights_d
         raise PCamError(f"unknown {experiment} arm {name!r}; arms: {', '.join(arms)}")
     arm = arms[name]
     model = arm["model"]
-    settings = {**RECIPES[model], **arm["settings"], **(overrides or {}), "run": name}
+    settings = {**arm["settings"], **(overrides or {}), "run": name}
     settings["data_dir"] = str(data_dir if data_dir is not None else SUBSET_DIR)
     if model == "mobilenet" and "weights" not in (overrides or {}):
         settings["weights"] = _weights(settings["alpha"], weights_dir)

@@ -655,3 +655,51 @@ def test_a_bad_settings_file_is_named_with_what_is_wrong(tmp_path, text, message
     path.write_text(text)
     with pytest.raises(PCamError, match=f"{path.name}.*{message}|{message}.*{path.name}"):
         read_settings(path)
+
+
+def test_every_experiment_file_holds_settings_each_model_takes():
+    """The presets and the recipes are TOML files of `TrainConfig` fields: each makes a
+    valid config for every model, with the values the file gives."""
+    from pcam.config import TrainConfig
+    from pcam.presets import EXPERIMENTS_DIR, PRESETS
+    from pcam.settings_file import read_presets
+
+    files = sorted((EXPERIMENTS_DIR / "presets").glob("*.toml"))
+    assert {p.stem for p in files} == set(PRESETS) >= {"smoke", "demo", "full"}
+    for model in ("mobilenet", "resnet50"):
+        for preset in PRESETS:
+            config = TrainConfig.for_model(model, preset)
+            assert config.model == model
+        recipe = read_presets(EXPERIMENTS_DIR / "recipes.toml")
+        config = TrainConfig.for_model(model, **recipe["both"], **recipe[model])
+        assert config.patience > 100 and not config.published
+    demo = TrainConfig.for_model("resnet50", "demo")
+    assert (demo.run, demo.batch_size, demo.bn_momentum) == ("resnet50-demo", 8, 0.9)
+    assert TrainConfig.for_model("mobilenet", "smoke").augment == TrainConfig.augment
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[vgg16]\nepochs = 3", r"table\(s\) vgg16 are not models"),
+    ("[mobilenet]\nepochs = 'many'", "epochs"),
+    ("epochs = [", "cannot read settings file"),
+    ("[mobilenet]\n[mobilenet.head]\nunits = 3", "head: a table, not a setting"),
+])
+def test_a_bad_preset_file_is_named_with_what_is_wrong(tmp_path, text, message):
+    from pcam.settings_file import read_presets
+
+    path = tmp_path / "mine.toml"
+    path.write_text(text)
+    with pytest.raises(PCamError, match=f"{path.name}.*{message}|{message}.*{path.name}"):
+        read_presets(path)
+
+
+def test_a_preset_file_with_an_unknown_setting_is_refused_where_it_is_applied(monkeypatch,
+                                                                              tmp_path):
+    from pcam import config as config_module
+    from pcam.settings_file import read_presets
+
+    path = tmp_path / "mine.toml"
+    path.write_text("[mobilenet]\nepoch = 3\n")
+    monkeypatch.setitem(config_module.PRESETS, "mine", read_presets(path))
+    with pytest.raises(PCamError, match="unknown setting.*epoch"):
+        config_module.TrainConfig.for_model("mobilenet", "mine")

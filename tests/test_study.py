@@ -1,12 +1,14 @@
 """Budgeted experiments: arms, cost measurement, budget planning, and a short study."""
 
 import json
+import tomllib
 
 import pytest
 
 from pcam import study
 from pcam.config import TrainConfig
 from pcam.errors import PCamError
+from pcam.presets import EXPERIMENTS_DIR
 from pcam.records import read_record
 from pcam.train import budget
 
@@ -19,18 +21,21 @@ def weights_dir(tmp_path):
 
 
 def test_every_study_arm_is_its_recipe_with_one_change_and_two_seeds(weights_dir):
+    spec = tomllib.loads((EXPERIMENTS_DIR / "study.toml").read_text())
     arms = study.EXPERIMENTS["study"]
-    assert len(arms) == 2 * len(study.STUDY_ARMS)
+    assert len(arms) == len(spec["seeds"]) * len(spec["arms"]) == 24
     for name, arm in arms.items():
         config = study.arm_config(name, weights_dir=weights_dir).to_dict()
         assert config["run"] == name and arm["what"] and not config["published"]
-        assert config["seed"] == arm["seed"] and config["patience"] == study.NO_EARLY_STOP
+        assert arm["budget_minutes"] == 10.0
+        # early stopping off: the budget, not a flat epoch, ends an arm
+        assert config["seed"] == arm["seed"] and config["patience"] > config["epochs"]
         if arm["baseline"] is None:
             continue
         base = study.arm_config(arm["baseline"], weights_dir=weights_dir).to_dict()
         assert base["seed"] == config["seed"] and base["model"] == config["model"]
         changed = {k for k in config if config[k] != base[k]} - {"run", "weights"}
-        defined = set(study.STUDY_ARMS[name.removesuffix("-seed1")][1]) - {"model"}
+        defined = set(spec["arms"][name.removesuffix("-seed1")]) - {"what", "model"}
         assert changed == defined, name
     mobilenet = study.arm_config("baseline", weights_dir=weights_dir)
     assert (mobilenet.alpha, mobilenet.finetune_layers, mobilenet.head_epochs) == (0.5, 48, 1)
