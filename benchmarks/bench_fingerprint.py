@@ -1,7 +1,7 @@
 """What the data fingerprint costs (`pcam.data.describe.fingerprint`), and for PCam's train_x.
 
 Times, on a generated file of random bytes (`--size-mib`, default 1024):
-  whole     SHA-256 of the whole file (`pcam.fileio.file_digest`, 4 MiB reads),
+  whole     SHA-256 of the whole file (`pcam.core.fileio.file_digest`, 4 MiB reads),
             the digest a resume compares; warm = file in the page cache,
             cold = its pages dropped first (posix_fadvise DONTNEED, so no root
             needed; the disk's own cache may still help)
@@ -51,8 +51,8 @@ def main() -> None:
                         "the system temp folder; use the data folder's disk to measure it)")
     args = parser.parse_args()
 
+    from pcam.core.fileio import file_digest
     from pcam.data.describe import _sampled_digest
-    from pcam.fileio import file_digest
 
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         path = Path(tmp) / "x.bin"

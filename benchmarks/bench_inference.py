@@ -29,8 +29,8 @@ from common import machine, median, table
 
 
 def _parse(argv=None) -> argparse.Namespace:
-    from pcam.config import PRECISIONS
     from pcam.evaluation.evaluate import EVAL_BATCH
+    from pcam.run.config import PRECISIONS
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with a test split")

@@ -2,7 +2,7 @@
 
 Methods, each timed in a fresh subprocess (so peak RSS is its own):
   stream          pcam.data.pipeline.make_dataset, shuffled, no cache, no augmentation
-  stream+augment  the same with every augmentation in pcam.config.AUGMENTATIONS
+  stream+augment  the same with every augmentation in pcam.run.config.AUGMENTATIONS
   per-sample      x[i] one patch at a time in shuffled order, as old Keras
                   HDF5Matrix / generator snippets read (capped: it is slow)
   in-memory       the whole used part read into a numpy array first, then
@@ -45,7 +45,7 @@ def _child(args: argparse.Namespace) -> dict:
     if method.startswith("stream"):
         augment = ()
         if method == "stream+augment":
-            from pcam.config import AUGMENTATIONS
+            from pcam.run.config import AUGMENTATIONS
 
             augment = AUGMENTATIONS
         ds = make_dataset(split, batch_size=args.batch_size, shuffle=True, seed=0,

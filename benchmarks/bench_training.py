@@ -35,7 +35,7 @@ FEEDS = ("memory", "pipeline")
 
 
 def _parse(argv=None) -> argparse.Namespace:
-    from pcam.config import PRECISIONS, TrainConfig
+    from pcam.run.config import PRECISIONS, TrainConfig
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", type=Path, required=True, help="folder with a train split")

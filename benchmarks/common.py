@@ -59,7 +59,7 @@ def machine() -> str:
     """One line: CPU model, cores, memory, load, GPUs, Python and TensorFlow versions."""
     import tensorflow as tf
 
-    from pcam.environment import hardware_info
+    from pcam.core.environment import hardware_info
 
     hw = hardware_info()
     load = ", ".join(f"{v:.1f}" for v in os.getloadavg())

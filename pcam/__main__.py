@@ -1,6 +1,6 @@
-"""`python -m pcam ...`: see `pcam.cli`."""
+"""`python -m pcam ...`: see `pcam.app.cli`."""
 
-from pcam.cli import main
+from pcam.app.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -20,7 +20,7 @@ from pathlib import Path
 import h5py
 import keras
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 PHASES = ("head", "finetune", "scratch")
 

@@ -1,7 +1,7 @@
 """Shared fixtures: tiny PCam-layout data made on the fly, and ../shared when present.
 
 Every `record.json` a test session writes under pytest's temporary folders is
-checked against `pcam/record.schema.json` when the session ends (see
+checked against `pcam/core/record.schema.json` when the session ends (see
 `_every_written_record_is_valid`); a test that writes a bad record on purpose
 says so with `invalid_record_ok`.
 """
@@ -61,8 +61,8 @@ def _every_written_record_is_valid(tmp_path_factory):
     a bad record fails the session as an error at teardown of its last test.
     """
     yield
-    from pcam.errors import PCamError
-    from pcam.records import load_record_file
+    from pcam.core.errors import PCamError
+    from pcam.run.records import load_record_file
 
     problems = []
     for path in sorted(tmp_path_factory.getbasetemp().rglob("record.json")):
@@ -74,4 +74,4 @@ def _every_written_record_is_valid(tmp_path_factory):
             problems.append(f"- {error}")
     if problems:
         pytest.fail(f"{len(problems)} record.json written by this test session do not match "
-                    "pcam/record.schema.json:\n" + "\n".join(problems), pytrace=False)
+                    "pcam/core/record.schema.json:\n" + "\n".join(problems), pytrace=False)

@@ -1,6 +1,6 @@
 """Fake but schema-complete run folders (record.json + predictions) for report tests.
 
-Records are built only through `pcam.records`, as training and evaluation build
+Records are built only through `pcam.run.records`, as training and evaluation build
 them, so they stay valid whenever the schema changes.
 """
 
@@ -8,11 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam import records
-from pcam.config import TrainConfig
+from pcam.core.paths import PROJ_ROOT
 from pcam.evaluation.metrics import evaluate_predictions
 from pcam.models import get_backbone
-from pcam.paths import PROJ_ROOT
+from pcam.run import records
+from pcam.run.config import TrainConfig
 
 ENVIRONMENT = {"python": "3.11", "platform": "Linux", "packages": {"keras": "3"},
                "git": {"commit": "abc", "dirty": False},

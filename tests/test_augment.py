@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 from skimage.color import rgb2hed
 
-from pcam.config import AUGMENTATIONS
 from pcam.data import augment
+from pcam.run.config import AUGMENTATIONS
 
 
 def _batch(n=8, seed=0):

@@ -21,7 +21,7 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from pcam.paths import PROJ_ROOT
+from pcam.core.paths import PROJ_ROOT
 
 pytestmark = pytest.mark.slow
 

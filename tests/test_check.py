@@ -6,10 +6,10 @@ import pytest
 from h5_files import write_pcam
 
 import pcam.data.check
+from pcam.core.errors import PCamError
+from pcam.core.fileio import file_digest
 from pcam.data.check import check_data_dir, format_check_table
 from pcam.data.spec import SPEC
-from pcam.errors import PCamError
-from pcam.fileio import file_digest
 
 
 def _official(monkeypatch, split, n, x_md5="0" * 32, y_md5="0" * 32):
@@ -90,7 +90,7 @@ def test_empty_folder(tmp_path):
 
 
 def test_cli_exit_status(tmp_path, capsys):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     write_pcam(tmp_path, "valid", 10)
     (tmp_path / "dataset.json").write_text("{}")

@@ -1,8 +1,8 @@
-"""pcam.compat: version guards on the private internals pcam uses, and gzip-only detection.
+"""pcam.core.compat: version guards on the private internals pcam uses, and gzip-only detection.
 
 The first tests fail as soon as h5py or Keras moves from the version its
 workaround was verified with: re-check what `PATCHES[...].recheck` names,
-then update `verified` (see the pcam.compat docstring).
+then update `verified` (see the pcam.core.compat docstring).
 """
 
 import importlib.metadata
@@ -17,7 +17,7 @@ import pytest
 import tensorflow as tf
 from h5_files import write_pcam
 
-from pcam import compat
+from pcam.core import compat
 from pcam.data.blocks import BlockReader, gzip_only
 from pcam.data.h5read import open_split
 from pcam.train import distribute
@@ -34,7 +34,7 @@ def test_installed_version_is_the_verified_one(name):
     installed = importlib.metadata.version(patch.package)
     assert installed == patch.verified, (
         f"{patch.package} {installed} is installed but {name!r} was verified with "
-        f"{patch.verified}: re-check {patch.recheck}, then update pcam/compat.py")
+        f"{patch.verified}: re-check {patch.recheck}, then update pcam/core/compat.py")
     assert compat.installed_version(patch.package) == installed  # no other copy shadows it
 
 

@@ -1,7 +1,7 @@
 """Issue 14, the data layer: every bad input gives one line and loses nothing.
 
 A table of cases: how the bad input is made (tiny files in tmp_path), the
-`pcam.cli.main` command, its exit status, a regex for the one `error:` line on
+`pcam.app.cli.main` command, its exit status, a regex for the one `error:` line on
 stderr (exit 2) or for `check`'s table on stdout, and that no file there before
 was changed or lost (unless told `--overwrite`).
 """
@@ -16,7 +16,7 @@ import pytest
 from h5_files import write_pcam
 from PIL import Image
 
-from pcam.cli import main
+from pcam.app.cli import main
 from pcam.data.spec import SPEC, SPLITS
 
 # --- making bad inputs ----------------------------------------------------------------------
@@ -269,8 +269,8 @@ def test_overwrite_prints_one_line_per_file(tmp_path, capsys):
     ids=["empty train", "empty valid", "one-class train", "one-class valid", "cap, one class"],
 )
 def test_training_refuses_before_any_epoch(tmp_path, make, cap, message):
-    from pcam.config import TrainConfig
-    from pcam.errors import PCamError
+    from pcam.core.errors import PCamError
+    from pcam.run.config import TrainConfig
     from pcam.train.session import start_run
 
     make(tmp_path)
@@ -285,9 +285,9 @@ def test_training_refuses_before_any_epoch(tmp_path, make, cap, message):
 def test_corrupt_chunk_in_training_names_file_and_patches(tmp_path):
     import tensorflow as tf
 
+    from pcam.core.errors import user_message
     from pcam.data.h5read import open_split
     from pcam.data.pipeline import make_dataset
-    from pcam.errors import user_message
 
     CORRUPT_X(tmp_path)
     ds = make_dataset(open_split(tmp_path / "d", "train"), batch_size=4, cache=False)

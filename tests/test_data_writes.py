@@ -28,8 +28,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pcam import fileio
-from pcam.cli import main
+from pcam.app.cli import main
+from pcam.core import fileio
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
 from pcam.data import staging
 from pcam.data.check import check_data_dir
 from pcam.data.describe import check_same_data, data_section, fingerprint
@@ -37,8 +39,6 @@ from pcam.data.h5read import available_splits, open_split, read_dataset_info
 from pcam.data.import_images import import_images
 from pcam.data.spec import SPEC, SPLITS
 from pcam.data.synthetic import write_synthetic
-from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT
 
 SIZES = {"train": 64, "valid": 32, "test": 32}
 SYN = ["--train", "64", "--valid", "32", "--test", "32"]
@@ -156,7 +156,7 @@ elif point == "commit":  # after the first file moved in: signals wait for the r
             pause(3)
     os.replace = replace
 
-from pcam.cli import main
+from pcam.app.cli import main
 sys.exit(main(argv))
 """
 
@@ -396,7 +396,7 @@ BROKEN_INFO = {
 @pytest.mark.parametrize("make", BROKEN_INFO.values(), ids=BROKEN_INFO.keys())
 def test_broken_dataset_json_refused_alike_by_check_and_training(tmp_path, capsys, alarm, made,
                                                                 make):
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
 
     tmp_path = _copy(made, 0, tmp_path / "d")
     (tmp_path / "dataset.json").unlink()

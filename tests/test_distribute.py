@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
+from pcam.run.config import TrainConfig
 from pcam.train import distribute
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -60,7 +60,7 @@ WORKER = textwrap.dedent("""
     import keras
     from pcam.train import distribute
     from pcam.train.session import start_run
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
     from pcam.data.pipeline import make_dataset
 
     data_dir, results, out = sys.argv[1:4]

@@ -23,13 +23,13 @@ import h5py
 import numpy as np
 import pytest
 
-from pcam import paths
-from pcam.cli import main
+from pcam.app.cli import main
+from pcam.core import paths
+from pcam.core.errors import PCamError
+from pcam.core.fileio import file_digest
 from pcam.data import download
 from pcam.data import fetch as _http
 from pcam.data import spec as pcam_spec
-from pcam.errors import PCamError
-from pcam.fileio import file_digest
 
 N = 32  # patches in the tiny x file: about 0.9 MB, random so gzip cannot shrink it
 

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 from h5_files import write_pcam
 
-from pcam import records
-from pcam.config import TrainConfig
+from pcam.core.environment import environment_info
+from pcam.core.errors import PCamError
 from pcam.data.h5read import open_split, read_images, read_labels
-from pcam.environment import environment_info
-from pcam.errors import PCamError
 from pcam.evaluation.evaluate import evaluate_run, predict_split
 from pcam.models import build_model
+from pcam.run import records
+from pcam.run.config import TrainConfig
 
 pytestmark = pytest.mark.slow
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from h5_files import patch_index, write_pcam
 
+from pcam.core.errors import PCamError
 from pcam.data.h5read import (
     Split,
     available_splits,
@@ -16,7 +17,6 @@ from pcam.data.h5read import (
     read_labels,
 )
 from pcam.data.spec import SPEC
-from pcam.errors import PCamError
 
 
 def _rewrite(path, key, data, **kwargs):

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pcam.core.errors import PCamError
 from pcam.data.import_images import import_images
 from pcam.data.spec import SPEC
 from pcam.data.synthetic import write_synthetic
-from pcam.errors import PCamError
 
 
 def _patch(value: int) -> np.ndarray:
@@ -139,7 +139,7 @@ def test_test_from_valid_errors_write_nothing(tmp_path, layout, kwargs, message)
 
 
 def test_command_prints_what_each_split_holds(tmp_path, capsys):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     _class_folder(tmp_path / "src" / "train", 20)
     _class_folder(tmp_path / "src" / "valid", 5, first=200)

@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.models import BACKBONES, build_model, count_params, default_weights, set_phase
 
 SHARED_025 = "weights/imagenet-mobilenet-v1/mobilenet_v1_0.25_imagenet_no_top.h5"

@@ -6,11 +6,17 @@ import shutil
 
 import pytest
 
-from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY, TrainConfig, field_names
-from pcam.errors import PCamError
-from pcam.notebooks import EXTRA_PARAMETERS, NOTEBOOKS, notebook_parameters, run_notebooks
-from pcam.paths import PROJ_ROOT
-from pcam.records import read_record
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
+from pcam.execute.notebooks import EXTRA_PARAMETERS, NOTEBOOKS, notebook_parameters, run_notebooks
+from pcam.run.config import (
+    NOT_FOR_SCRATCH,
+    NOT_FOR_TRANSFER,
+    SCRATCH_ONLY,
+    TrainConfig,
+    field_names,
+)
+from pcam.run.records import read_record
 
 SHARED_WEIGHTS = "weights/imagenet-mobilenet-v1/mobilenet_v1_0.25_imagenet_no_top.h5"
 
@@ -61,7 +67,7 @@ def test_parameters_are_the_settings_with_their_defaults(model):
 
 
 def test_every_train_option_is_a_notebook_parameter():
-    from pcam.cli import build_parser
+    from pcam.app.cli import build_parser
 
     train = build_parser()._subparsers._group_actions[0].choices["train"]
     options = {a.dest for a in train._actions} - {"help", "model", "preset", "results",
@@ -128,7 +134,7 @@ def test_both_notebooks_run_top_to_bottom(tmp_path, synthetic_data_dir, shared_d
 
 @pytest.mark.slow
 def test_error_inside_a_notebook_is_one_clear_line(tmp_path, capsys):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -142,7 +148,7 @@ def test_error_inside_a_notebook_is_one_clear_line(tmp_path, capsys):
 def test_tidy_executed_keeps_outputs_but_drops_tf_logs_and_machine_paths(tmp_path):
     import nbformat
 
-    from pcam.notebooks import tidy_executed
+    from pcam.execute.notebooks import tidy_executed
 
     nb = nbformat.v4.new_notebook()
     cell = nbformat.v4.new_code_cell("print(1)")

@@ -14,7 +14,7 @@ from fake_runs import make_run
 from PIL import Image
 
 from pcam import plots
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
 
 

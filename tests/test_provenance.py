@@ -9,12 +9,12 @@ import pytest
 from fake_runs import make_run
 from PIL import Image
 
-from pcam import records
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
-from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT
+from pcam.core.errors import PCamError
+from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT
 from pcam.report.build import build_report
 from pcam.report.table import END, START, round_sig
+from pcam.run import records
+from pcam.run.config import TrainConfig
 from pcam.train.weights import weights_provenance
 
 README = f"# Title\n\n{START}\nold table\n{END}\n"
@@ -31,7 +31,7 @@ def _sha256(path) -> str:
 # The weights file a run started from.
 
 def test_record_keeps_the_sha256_of_the_weights_file(tmp_path, synthetic_data_dir):
-    from pcam.runlock import release_lock
+    from pcam.run.runlock import release_lock
     from pcam.train.session import start_run
 
     config = TrainConfig(model="mobilenet", run="w", data_dir=str(synthetic_data_dir),
@@ -118,7 +118,7 @@ def dirty_runs(tmp_path):
 
 
 def test_report_refuses_a_published_run_from_a_dirty_tree(dirty_runs, capsys):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     results, readme, images = dirty_runs
     with pytest.raises(PCamError) as refused:
@@ -131,7 +131,7 @@ def test_report_refuses_a_published_run_from_a_dirty_tree(dirty_runs, capsys):
 
 
 def test_allow_dirty_publishes_it_with_a_note_under_the_table(dirty_runs):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     results, readme, images = dirty_runs
     assert main(["report", "--results", str(results), "--readme", str(readme),
@@ -191,7 +191,7 @@ def test_protocol_says_timings_vary(dirty_runs):
 def test_display_path_keeps_the_project_name_of_a_linked_data_folder(tmp_path, monkeypatch):
     """data/pcam-subset as a link to a folder elsewhere is recorded as data/pcam-subset,
     so `pcam report` finds it again; a folder outside the project keeps only its last parts."""
-    from pcam import paths
+    from pcam.core import paths
 
     project, elsewhere = tmp_path / "repo", tmp_path / "store" / "pcam-subset"
     (project / "data").mkdir(parents=True)
@@ -210,7 +210,7 @@ def test_git_state_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypat
     study's plan.json, written by runs themselves) does not."""
     import subprocess
 
-    from pcam import environment
+    from pcam.core import environment
 
     def git(*args):
         subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args],

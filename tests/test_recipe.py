@@ -16,11 +16,11 @@ import json
 import keras
 import pytest
 
-from pcam.config import TrainConfig
+from pcam.core.paths import DEMO_WEIGHTS
 from pcam.data.spec import PATCH_SHAPE
+from pcam.execute.notebooks import NOTEBOOKS
 from pcam.models import build_model, set_phase
-from pcam.notebooks import NOTEBOOKS
-from pcam.paths import DEMO_WEIGHTS
+from pcam.run.config import TrainConfig
 
 
 class _Run:

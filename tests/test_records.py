@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pcam import config as config_module
-from pcam import record_schema, records
-from pcam.config import TrainConfig
-from pcam.environment import environment_info
-from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT
+from pcam.core import record_schema
+from pcam.core.environment import environment_info
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
+from pcam.run import config as config_module
+from pcam.run import records
+from pcam.run.config import TrainConfig
 
 COMMITTED = sorted([*PROJ_ROOT.glob("results/*/record.json"),  # published runs
                     *PROJ_ROOT.glob("results/study/*/record.json")])  # the study arms
@@ -160,8 +161,8 @@ def test_schema_matches_the_code():
 
 def test_schema_ships_with_the_package():
     pyproject = tomllib.loads((PROJ_ROOT / "pyproject.toml").read_text())
-    assert "*.json" in pyproject["tool"]["setuptools"]["package-data"]["pcam"]
-    assert (PROJ_ROOT / "pcam" / record_schema.SCHEMA_FILE).is_file()
+    assert "core/*.json" in pyproject["tool"]["setuptools"]["package-data"]["pcam"]
+    assert (PROJ_ROOT / "pcam" / "core" / record_schema.SCHEMA_FILE).is_file()
 
 
 @pytest.mark.parametrize("path", COMMITTED, ids=[p.parent.name for p in COMMITTED])

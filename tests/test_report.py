@@ -5,10 +5,10 @@ import json
 import pytest
 from fake_runs import make_run
 
-from pcam import records
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.report.build import build_report
 from pcam.report.table import END, START, replace_block, round_sig
+from pcam.run import records
 
 README = f"# Title\n\nIntro text.\n\n{START}\nold table\n{END}\n\n## Reference results\nkept\n"
 
@@ -158,7 +158,7 @@ def test_missing_checkpoint_skips_gradcam_with_a_note(two_runs, capsys):
 
 
 def test_cli_report(two_runs):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     results, readme, images = two_runs
     assert main(["report", "--results", str(results), "--readme", str(readme),

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 from fake_runs import make_run
 
-from pcam import records
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.report import curves, progress
 from pcam.report.build import build_report
 from pcam.report.study import (
@@ -19,6 +18,7 @@ from pcam.report.study import (
     study_table,
     verdict,
 )
+from pcam.run import records
 
 ARMS = {"baseline": ("the recipe", None), "baseline-seed1": ("the recipe, seed 1", None),
         "aug-none": ("no augmentation", "baseline"),
@@ -253,8 +253,8 @@ def test_report_draws_the_curves_block_and_figure(tmp_path):
 def test_a_curve_point_can_be_the_published_run_of_its_model(tmp_path):
     """The 100-minute points are the published runs: the report finds runs inside an
     experiment's folder (one with a plan.json), not only at the top of results/."""
-    from pcam import study
     from pcam.report.inputs import load_records, published_records
+    from pcam.study import experiments as study
 
     arms = study.EXPERIMENTS["curves"]
     top = [name for name, arm in arms.items() if arm["settings"].get("published")]

@@ -25,12 +25,12 @@ from pathlib import Path
 import pytest
 from fake_runs import make_run
 
-from pcam import records, runlock
-from pcam.cli import build_parser, main
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT
-from pcam.runlock import LOCK, acquire_lock, claim_folder, lock_holder, release_lock
+from pcam.app.cli import build_parser, main
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
+from pcam.run import records, runlock
+from pcam.run.config import TrainConfig
+from pcam.run.runlock import LOCK, acquire_lock, claim_folder, lock_holder, release_lock
 
 MOBILENET_NB = "01_mobilenet_transfer.ipynb"
 
@@ -105,8 +105,8 @@ while not go.exists():
 # -- the lock itself: real processes ------------------------------------------------
 
 CLAIM = _BARRIER + """
-from pcam.errors import PCamError
-from pcam.runlock import claim_folder, release_lock
+from pcam.core.errors import PCamError
+from pcam.run.runlock import claim_folder, release_lock
 try:
     lock, created = claim_folder(sys.argv[1])
 except PCamError as error:
@@ -142,8 +142,8 @@ def test_one_of_many_processes_takes_a_run_folder(tmp_path, stale):
 
 JOIN = """
 import sys
-from pcam.errors import PCamError
-from pcam.runlock import acquire_lock
+from pcam.core.errors import PCamError
+from pcam.run.runlock import acquire_lock
 try:
     acquire_lock(sys.argv[1])
 except PCamError as error:
@@ -156,7 +156,7 @@ if len(sys.argv) > 2:
 
 HOLD_AND_SPAWN = """
 import subprocess, sys, time
-from pcam.runlock import acquire_lock, inherited_by_children
+from pcam.run.runlock import acquire_lock, inherited_by_children
 import os
 lock = acquire_lock(sys.argv[1])
 kernel = subprocess.Popen([sys.executable, "-c", sys.argv[2], sys.argv[1], "60"],
@@ -221,7 +221,7 @@ def test_a_joined_kernel_keeps_the_lock_when_its_command_is_killed(tmp_path):
 KERNEL = """
 import json, sys, time
 from pathlib import Path
-from pcam.runlock import acquire_lock
+from pcam.run.runlock import acquire_lock
 folder = Path(sys.argv[1])
 acquire_lock(folder)  # joins the lock of the command that started this "kernel"
 (folder / "record.json").write_text(json.dumps({"history": []}))  # started, no epoch yet
@@ -231,9 +231,9 @@ time.sleep(float(sys.argv[2]))
 
 COMMAND = _BARRIER + """
 import subprocess
-import pcam.notebooks as nb
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
+import pcam.execute.notebooks as nb
+from pcam.run.config import TrainConfig
+from pcam.core.errors import PCamError
 results, kernel_code = Path(sys.argv[1]), sys.argv[2]
 
 def kernel(source, target, parameters, log_output):
@@ -292,7 +292,7 @@ def _interrupted(results: Path, data: Path) -> Path:
 def test_a_refusal_inside_the_kernel_leaves_the_run_folder_byte_identical(
         tmp_path, synthetic_data_dir, monkeypatch):
     """papermill writes its output notebook as it starts; a refusal must not replace it."""
-    import pcam.notebooks as nb
+    import pcam.execute.notebooks as nb
 
     folder = _interrupted(tmp_path / "results", synthetic_data_dir)
     before, tree = _files(tmp_path), _tree(tmp_path)
@@ -329,7 +329,7 @@ def test_a_real_kernels_refusal_changes_nothing(tmp_path, synthetic_data_dir):
 
 def test_rerunning_complete_runs_is_refused_before_a_kernel_and_changes_nothing(
         tmp_path, synthetic_data_dir, monkeypatch):
-    import pcam.notebooks as nb
+    import pcam.execute.notebooks as nb
 
     results = tmp_path / "results"
     for run, model in (("mobilenet-smoke", "mobilenet"), ("resnet50-smoke", "resnet50")):
@@ -353,7 +353,7 @@ def test_rerunning_complete_runs_is_refused_before_a_kernel_and_changes_nothing(
                                   "second run complete"])
 def test_notebooks_refuse_before_the_first_model_trains(case, tmp_path, synthetic_data_dir,
                                                        monkeypatch):
-    import pcam.notebooks as nb
+    import pcam.execute.notebooks as nb
 
     results = tmp_path / "results"
     results.mkdir()
@@ -415,7 +415,7 @@ print(folder, flush=True)
 
 @pytest.mark.parametrize("fails", [False, True], ids=["ends", "fails"])
 def test_a_non_chief_worker_leaves_no_temporary_folder(fails, tmp_path, monkeypatch):
-    import pcam.notebooks as nb
+    import pcam.execute.notebooks as nb
 
     scratch = tmp_path / "scratch"
     scratch.mkdir()
@@ -445,8 +445,8 @@ def test_a_non_chief_worker_leaves_no_temporary_folder(fails, tmp_path, monkeypa
 # -- start_run: the lock before the folder, a refusal restores the record ------------
 
 START = _BARRIER + """
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
+from pcam.run.config import TrainConfig
+from pcam.core.errors import PCamError
 from pcam.train.session import start_run
 config = TrainConfig(model="mobilenet", run="r", data_dir=sys.argv[2], alpha=0.25,
                      weights=None, head_units=(4,), epochs=1, head_epochs=0, batch_size=16,
@@ -506,7 +506,7 @@ def demo_calls(monkeypatch):
         return []
 
     monkeypatch.setattr("pcam.data.synthetic.write_synthetic", write_synthetic)
-    monkeypatch.setattr("pcam.notebooks.run_notebooks", run_notebooks)
+    monkeypatch.setattr("pcam.execute.notebooks.run_notebooks", run_notebooks)
     monkeypatch.setattr("pcam.report.build.build_report", lambda **kwargs: None)
     return calls
 
@@ -563,7 +563,7 @@ def test_demo_rerun_keeps_complete_runs(tmp_path, demo_calls):
 def test_demo_defaults_come_from_the_project_root(tmp_path, demo_calls, monkeypatch):
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     elsewhere.mkdir()
-    monkeypatch.setattr("pcam.demo.PROJ_ROOT", project)
+    monkeypatch.setattr("pcam.app.demo.PROJ_ROOT", project)
     monkeypatch.setenv("PCAM_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.chdir(elsewhere)
     code, _, err = _cli(["demo"])
@@ -610,7 +610,7 @@ def test_evaluate_a_folder_without_a_record_never_falls_back_to_results(tmp_path
 def test_run_path_takes_a_path_as_a_path(tmp_path, monkeypatch):
     project = tmp_path / "project"
     (project / "results" / "x").mkdir(parents=True)
-    monkeypatch.setattr("pcam.paths.PROJ_ROOT", project)
+    monkeypatch.setattr("pcam.core.paths.PROJ_ROOT", project)
     monkeypatch.setenv("PCAM_RESULTS_DIR", str(tmp_path / "res"))
     monkeypatch.chdir(tmp_path)
     assert records.run_path("results/x") == project / "results" / "x"  # from the root
@@ -661,7 +661,7 @@ def test_evaluate_without_tta_keeps_what_it_does_not_score_again(tmp_path, synth
 
 def test_study_refuses_an_arm_being_trained_before_measuring_anything(
         tmp_path, synthetic_data_dir, monkeypatch):
-    from pcam import study
+    from pcam.study import experiments as study
 
     monkeypatch.setattr(study, "measure_costs", _no_kernel)
     sleeper = _sleeper()
@@ -681,8 +681,8 @@ def test_study_refuses_an_arm_being_trained_before_measuring_anything(
 def test_a_fifo_given_as_the_data_folder_is_called_a_fifo(tmp_path):
     import os
 
-    from pcam.errors import PCamError
-    from pcam.paths import data_dir
+    from pcam.core.errors import PCamError
+    from pcam.core.paths import data_dir
 
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
@@ -696,9 +696,9 @@ def test_demo_rerun_with_other_settings_refuses_to_keep_the_old_run(tmp_path):
     """A kept complete run stands for the one asked for only with the same settings."""
     from fake_runs import make_run
 
-    from pcam.config import TrainConfig
-    from pcam.errors import PCamError
-    from pcam.notebooks import run_notebook
+    from pcam.core.errors import PCamError
+    from pcam.execute.notebooks import run_notebook
+    from pcam.run.config import TrainConfig
 
     config = TrainConfig.for_model("resnet50", run="resnet50-demo", epochs=5, batch_size=32,
                                    augment=("dihedral", "shift"), seed=0)
@@ -713,11 +713,11 @@ def test_demo_rerun_with_other_settings_refuses_to_keep_the_old_run(tmp_path):
 def test_data_rewritten_while_a_run_trains_is_not_scored(tmp_path):
     """Another command replaced the data under a training run: scoring refuses instead
     of writing metrics on other patches than the record names."""
-    from pcam.config import TrainConfig
+    from pcam.core.errors import PCamError
     from pcam.data.synthetic import write_synthetic
-    from pcam.errors import PCamError
     from pcam.evaluation.evaluate import evaluate_after_training
-    from pcam.runlock import release_lock
+    from pcam.run.config import TrainConfig
+    from pcam.run.runlock import release_lock
     from pcam.train.session import set_seed_and_precision, start_run
 
     data = tmp_path / "data"
@@ -740,8 +740,8 @@ def test_a_relative_pcam_data_dir_means_the_folder_under_the_current_one(
     where they are must reach it as that folder, not as one under the project."""
     import shutil
 
-    from pcam.config import TrainConfig
-    from pcam.notebooks import run_notebook
+    from pcam.execute.notebooks import run_notebook
+    from pcam.run.config import TrainConfig
 
     shutil.copytree(synthetic_data_dir, tmp_path / "data")
     monkeypatch.chdir(tmp_path)
@@ -752,25 +752,25 @@ def test_a_relative_pcam_data_dir_means_the_folder_under_the_current_one(
         seen.update(parameters)
         raise RuntimeError("stop before a kernel")
 
-    monkeypatch.setattr("pcam.notebooks._execute", fake_execute)
+    monkeypatch.setattr("pcam.execute.notebooks._execute", fake_execute)
     config = TrainConfig.for_model("resnet50", "smoke", run="rel")
     with pytest.raises(RuntimeError, match="stop before a kernel"):
         run_notebook(config, results=tmp_path / "results")
-    from pcam.paths import PROJ_ROOT
+    from pcam.core.paths import PROJ_ROOT
 
     assert (PROJ_ROOT / seen["DATA_DIR"]).resolve() == (tmp_path / "data").resolve()
 
 
 def test_a_cap_that_leaves_one_class_is_refused_before_a_kernel(tmp_path, monkeypatch,
                                                                    synthetic_data_dir):
-    from pcam.config import TrainConfig
-    from pcam.errors import PCamError
-    from pcam.notebooks import run_notebook
+    from pcam.core.errors import PCamError
+    from pcam.execute.notebooks import run_notebook
+    from pcam.run.config import TrainConfig
 
     def no_kernel(*args):
         raise AssertionError("a kernel started")
 
-    monkeypatch.setattr("pcam.notebooks._execute", no_kernel)
+    monkeypatch.setattr("pcam.execute.notebooks._execute", no_kernel)
     config = TrainConfig.for_model("resnet50", "smoke", run="one", max_samples=1,
                                    data_dir=str(synthetic_data_dir))
     with pytest.raises(PCamError, match="max_samples=1"):
@@ -780,7 +780,7 @@ def test_a_cap_that_leaves_one_class_is_refused_before_a_kernel(tmp_path, monkey
 
 @pytest.mark.parametrize("option", ["--out", "--data-dir"])
 def test_demo_given_a_file_for_a_folder_writes_nothing(tmp_path, option):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     blocker = tmp_path / "afile"
     blocker.write_text("x")

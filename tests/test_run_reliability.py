@@ -1,11 +1,11 @@
 """Run-level faults (issue 14): each case makes one fault, runs a command or call, and
 checks the exit code, the one-line message and that nothing that existed was lost.
 
-A case's call is a command line (`pcam.cli.main`) or a function; a function's
+A case's call is a command line (`pcam.app.cli.main`) or a function; a function's
 `PCamError` counts as the CLI would show it (exit 2, one `error:` line). One
 tiny run is trained in-process for the module (MobileNet alpha 0.25, random
 weights, 32 patches, 1 epoch); the rest build records with `start_run` and
-`pcam.records`. Two slow cases run `pcam train` through the notebook.
+`pcam.run.records`. Two slow cases run `pcam train` through the notebook.
 """
 
 import contextlib
@@ -32,14 +32,14 @@ from fake_runs import make_run
 from h5_files import write_pcam
 from recipe import train as run_training
 
-from pcam import records
-from pcam.cli import main
-from pcam.config import TrainConfig
+from pcam.app.cli import main
+from pcam.core.errors import PCamError
+from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT
 from pcam.data.spec import SPEC
-from pcam.errors import PCamError
-from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT
 from pcam.report.table import END, START
-from pcam.runlock import LOCK, acquire_lock, lock_holder, release_lock
+from pcam.run import records
+from pcam.run.config import TrainConfig
+from pcam.run.runlock import LOCK, acquire_lock, lock_holder, release_lock
 from pcam.train.session import start_run
 
 pytestmark = pytest.mark.slow
@@ -247,7 +247,7 @@ def _external_in_report(env: Env):
 
 def _at_exit_release(env: Env):
     env.folder.mkdir(parents=True)
-    code = ("import sys; from pcam.runlock import acquire_lock; "
+    code = ("import sys; from pcam.run.runlock import acquire_lock; "
             "acquire_lock(sys.argv[1]); print('held')")
     done = subprocess.run([sys.executable, "-c", code, str(env.folder)], capture_output=True,
                           text=True, cwd=PROJ_ROOT, check=True)
@@ -413,11 +413,11 @@ CASES = [
      r"^report: dropping resnet50 from the table \(no published run\)$", ("README.md", "images")),
     ("report ignores external scores", None, _fn(_external_in_report), 0, None, ()),
     # Signals and file-system errors end in one line.
-    ("SIGTERM", lambda e: e.monkeypatch.setattr("pcam.commands.cmd_report", _terminated_report),
+    ("SIGTERM", lambda e: e.monkeypatch.setattr("pcam.app.commands.cmd_report", _terminated_report),
      _cli(lambda e: ["report"]), 143, r"^interrupted; rerun the same command to resume$", ()),
-    ("Ctrl-C", lambda e: e.monkeypatch.setattr("pcam.commands.cmd_report", _interrupted_report),
+    ("Ctrl-C", lambda e: e.monkeypatch.setattr("pcam.app.commands.cmd_report", _interrupted_report),
      _cli(lambda e: ["report"]), 130, r"^interrupted; rerun the same command to resume$", ()),
-    ("OSError", lambda e: e.monkeypatch.setattr("pcam.commands.cmd_report", _disk_full_report),
+    ("OSError", lambda e: e.monkeypatch.setattr("pcam.app.commands.cmd_report", _disk_full_report),
      _cli(lambda e: ["report"]), 2, r"^error: No space left on device \(README\.md\); fix it", ()),
 ]
 
@@ -554,7 +554,7 @@ def test_interrupt_hides_only_the_abandoned_cells_dead_kernel_error(error, shown
     nothing follows the one line)."""
     from nbclient.exceptions import DeadKernelError
 
-    from pcam.notebooks import _abandoned_cell
+    from pcam.execute.notebooks import _abandoned_cell
 
     if error == "DeadKernelError":
         error = DeadKernelError("Kernel died")

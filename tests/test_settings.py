@@ -22,11 +22,13 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from pcam import cli, mplbackend, notebooks
-from pcam.config import AUGMENTATIONS, TrainConfig, field_names
-from pcam.errors import PCamError, user_message
-from pcam.paths import PROJ_ROOT
-from pcam.settings import (
+from pcam.app import cli
+from pcam.core import mplbackend
+from pcam.core.errors import PCamError, user_message
+from pcam.core.paths import PROJ_ROOT
+from pcam.execute import notebooks
+from pcam.run.config import AUGMENTATIONS, TrainConfig, field_names
+from pcam.run.settings import (
     FLOAT32_MAX,
     FLOAT32_TINY,
     MAX_COUNT,
@@ -78,7 +80,7 @@ def _valid_for_the_libraries(config: TrainConfig) -> None:
     import jsonschema
 
     if _SCHEMA is None:
-        schema = json.loads((PROJ_ROOT / "pcam" / "record.schema.json").read_text())
+        schema = json.loads((PROJ_ROOT / "pcam" / "core" / "record.schema.json").read_text())
         _SCHEMA = jsonschema.Draft202012Validator({"$ref": "#/$defs/config",
                                                    "$defs": schema["$defs"]})
     values = config.to_dict()
@@ -105,8 +107,8 @@ def _valid_for_the_libraries(config: TrainConfig) -> None:
 
 
 def test_every_field_has_a_check_and_a_parser():
-    from pcam.config import BACKBONE_DEFAULTS
-    from pcam.settings import _KINDS
+    from pcam.run.config import BACKBONE_DEFAULTS
+    from pcam.run.settings import _KINDS
 
     assert list(_KINDS) and set(_KINDS) == set(field_names())
     assert tuple(BACKBONE_DEFAULTS) == MODELS
@@ -327,7 +329,7 @@ def test_reported_command_line_options(argv, message, no_kernel, tmp_path):
 
 @pytest.mark.parametrize("minutes", [math.inf, -math.inf, math.nan, 0, -1, True, "5", None])
 def test_plan_longer_refuses_minutes_that_are_no_budget(minutes, tmp_path):
-    from pcam import study
+    from pcam.study import experiments as study
 
     with pytest.raises(PCamError, match=r"^--plan-minutes .*: use a positive finite number"):
         study.plan_longer(["baseline"], minutes, results=tmp_path)
@@ -452,7 +454,7 @@ DOCSTRING = ["    Raises:", "        PCamError: the folder holds no PCam file at
 def test_the_raised_exception_is_reported(ename, evalue, lines, monkeypatch, tmp_path):
     import papermill
 
-    from pcam.errors import wrapped_message
+    from pcam.core.errors import wrapped_message
 
     _kernel_fails(monkeypatch, ename, evalue, [*lines, *DOCSTRING])
     target = tmp_path / "nb.ipynb"
@@ -491,9 +493,9 @@ def test_data_dir_123_reports_the_raised_error(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="module")
 def plan_data(tmp_path_factory):
-    from pcam import study
     from pcam.data.synthetic import write_synthetic
-    from pcam.train import budget
+    from pcam.study import budget
+    from pcam.study import experiments as study
 
     folder = tmp_path_factory.mktemp("plan-data")
     write_synthetic(folder, sizes={"train": 320, "valid": 64, "test": 64}, seed=0)
@@ -529,7 +531,7 @@ def _mutated(plan: dict, data) -> object:
 @settings(max_examples=200, **FAST)
 @given(data=st.data())
 def test_any_plan_json_plans_or_is_refused_in_one_line(data, plan_data, tmp_path):
-    from pcam import study
+    from pcam.study import experiments as study
 
     folder, plan = plan_data
     content = _mutated(plan, data)
@@ -565,7 +567,7 @@ def test_any_plan_json_plans_or_is_refused_in_one_line(data, plan_data, tmp_path
      r"arm 'scratch-baseline' has a bad 'cost_key' \(alpha=2: use 0.25"),
 ])
 def test_reported_plan_files(content, message, tmp_path):
-    from pcam import study
+    from pcam.study import experiments as study
 
     (tmp_path / "study").mkdir()
     # An arm no experiment defines: its config is built from its cost_key, no data is read.
@@ -605,7 +607,7 @@ def test_the_limits_are_the_libraries():
 
 
 def test_a_setting_given_twice_with_p_is_refused():
-    from pcam.notebooks import parse_parameters
+    from pcam.execute.notebooks import parse_parameters
 
     with pytest.raises(PCamError, match=r"-p epochs=2 and -p EPOCHS=3 both set epochs; give it "
                                         r"once"):
@@ -617,9 +619,9 @@ def test_settings_file_round_trips_a_record_and_reruns_with_a_change(tmp_path, c
     reads them back as the same config; options given on top change them."""
     from fake_runs import make_run
 
-    from pcam.cli import build_parser
-    from pcam.config import TrainConfig
-    from pcam.settings_file import read_settings, settings_text, write_settings
+    from pcam.app.cli import build_parser
+    from pcam.run.config import TrainConfig
+    from pcam.run.settings_file import read_settings, settings_text, write_settings
 
     for model in ("mobilenet", "resnet50"):
         config = TrainConfig.for_model(model, run=f"{model}-x", epochs=7, head_units=(64, 32),
@@ -629,7 +631,7 @@ def test_settings_file_round_trips_a_record_and_reruns_with_a_change(tmp_path, c
         again = TrainConfig.for_model(values.pop("model"), **values)
         assert again == config, model
     run = make_run(tmp_path / "results", "pub", "resnet50")
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     assert main(["settings", "--run", str(run), "--out", str(tmp_path / "pub.toml")]) == 0
     text = (tmp_path / "pub.toml").read_text()
@@ -649,7 +651,7 @@ def test_settings_file_round_trips_a_record_and_reruns_with_a_change(tmp_path, c
     ('model = "mobilenet"\ndata_dir = "<external>/data/x"', "outside the project"),
 ])
 def test_a_bad_settings_file_is_named_with_what_is_wrong(tmp_path, text, message):
-    from pcam.settings_file import read_settings
+    from pcam.run.settings_file import read_settings
 
     path = tmp_path / "run.toml"
     path.write_text(text)
@@ -660,9 +662,9 @@ def test_a_bad_settings_file_is_named_with_what_is_wrong(tmp_path, text, message
 def test_every_experiment_file_holds_settings_each_model_takes():
     """The presets and the recipes are TOML files of `TrainConfig` fields: each makes a
     valid config for every model, with the values the file gives."""
-    from pcam.config import TrainConfig
-    from pcam.presets import EXPERIMENTS_DIR, PRESETS
-    from pcam.settings_file import read_presets
+    from pcam.run.config import TrainConfig
+    from pcam.run.presets import EXPERIMENTS_DIR, PRESETS
+    from pcam.run.settings_file import read_presets
 
     files = sorted((EXPERIMENTS_DIR / "presets").glob("*.toml"))
     assert {p.stem for p in files} == set(PRESETS) >= {"smoke", "demo", "full"}
@@ -685,7 +687,7 @@ def test_every_experiment_file_holds_settings_each_model_takes():
     ("[mobilenet]\n[mobilenet.head]\nunits = 3", "head: a table, not a setting"),
 ])
 def test_a_bad_preset_file_is_named_with_what_is_wrong(tmp_path, text, message):
-    from pcam.settings_file import read_presets
+    from pcam.run.settings_file import read_presets
 
     path = tmp_path / "mine.toml"
     path.write_text(text)
@@ -695,8 +697,8 @@ def test_a_bad_preset_file_is_named_with_what_is_wrong(tmp_path, text, message):
 
 def test_a_preset_file_with_an_unknown_setting_is_refused_where_it_is_applied(monkeypatch,
                                                                               tmp_path):
-    from pcam import config as config_module
-    from pcam.settings_file import read_presets
+    from pcam.run import config as config_module
+    from pcam.run.settings_file import read_presets
 
     path = tmp_path / "mine.toml"
     path.write_text("[mobilenet]\nepoch = 3\n")

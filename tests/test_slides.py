@@ -7,19 +7,19 @@ import pytest
 from fake_runs import make_run
 from h5_files import write_pcam
 
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
 from pcam.data.check import check_data_dir, format_check_table
 from pcam.data.h5read import open_split, read_labels, read_slides
 from pcam.data.meta import synthetic_slides, write_meta
 from pcam.data.spec import META_COLUMNS, SPEC, SPLITS
-from pcam.errors import PCamError
 from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
 from pcam.evaluation.predictions import Predictions, load_predictions, save_predictions
 from pcam.evaluation.stats import bootstrap_weights, paired_accuracy_difference
-from pcam.paths import PROJ_ROOT
-from pcam.records import read_record
 from pcam.report.protocol import comparison_text, protocol_text
 from pcam.report.table import CI_ROW, results_table
+from pcam.run.records import read_record
 
 SIZES = {"train": 512, "valid": 256, "test": 256}  # the synthetic_data_dir fixture
 SCHEMA1 = PROJ_ROOT / "tests" / "data" / "schema1-runs"

@@ -5,12 +5,12 @@ import tomllib
 
 import pytest
 
-from pcam import study
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
-from pcam.presets import EXPERIMENTS_DIR
-from pcam.records import read_record
-from pcam.train import budget
+from pcam.core.errors import PCamError
+from pcam.run.config import TrainConfig
+from pcam.run.presets import EXPERIMENTS_DIR
+from pcam.run.records import read_record
+from pcam.study import budget
+from pcam.study import experiments as study
 
 
 @pytest.fixture
@@ -148,7 +148,7 @@ def test_a_fraction_of_an_epoch_trains_that_many_batches(tmp_path, synthetic_dat
         assert run.steps_per_epoch == 5
         assert [len(y) for _, y in run.train] == [16] * 5
     finally:
-        from pcam.runlock import release_lock
+        from pcam.run.runlock import release_lock
 
         release_lock(run.lock)
     with pytest.raises(PCamError, match="steps_per_epoch=33 is more than the 32 batches"):
@@ -157,7 +157,7 @@ def test_a_fraction_of_an_epoch_trains_that_many_batches(tmp_path, synthetic_dat
 
 
 def test_plan_longer_reads_the_measured_costs(tmp_path, synthetic_data_dir, capsys):
-    from pcam.cli import main
+    from pcam.app.cli import main
 
     config = study.arm_config("scratch-baseline", data_dir=synthetic_data_dir,
                               overrides={"batch_size": 16})

@@ -8,11 +8,11 @@ import pytest
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import cross_val_score
 
-from pcam import fileio
+from pcam.core import fileio
+from pcam.core.errors import PCamError
 from pcam.data.h5write import write_dataset_info, write_split
 from pcam.data.spec import SPEC, SPLITS
 from pcam.data.synthetic import HARD_NEGATIVE, POSITIVE, make_patches, write_synthetic
-from pcam.errors import PCamError
 
 SIZES = {"train": 512, "valid": 256, "test": 256}
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from recipe import train as run_training
 
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
+from pcam.run.config import TrainConfig
 from pcam.train.session import plan_phases
 
 pytestmark = pytest.mark.slow
@@ -140,7 +140,7 @@ def test_nan_loss_stops_with_clear_message(tmp_path, synthetic_data_dir):
 _KILL_SCRIPT = textwrap.dedent("""
     import json, os, signal, sys
     import keras
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
     sys.path.insert(0, os.environ["PCAM_TESTS"])
     from recipe import train as run_training
 

@@ -12,7 +12,7 @@ import h5py
 import numpy as np
 import tensorflow as tf
 
-from pcam import compat
+from pcam.core import compat
 from pcam.data.h5read import Split, read_block, read_labels
 from pcam.data.spec import PATCH_SHAPE, SPEC
 
@@ -58,7 +58,7 @@ class BlockReader:
             whole_patches = bool(chunks) and tuple(chunks[1:]) == PATCH_SHAPE
             self._direct = whole_patches and gzip_only(x)
         self.rows = chunks[0] if whole_patches else 1
-        # h5py <= 3.14 does not lock read_direct_chunk itself (see pcam.compat).
+        # h5py <= 3.14 does not lock read_direct_chunk itself (see pcam.core.compat).
         self._chunk_lock = compat.h5py_chunk_lock() if self._direct else None
         # Whole chunks per block: each gzip chunk is inflated once per read.
         self.block_size = max(self.rows, block_size // self.rows * self.rows)

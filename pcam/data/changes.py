@@ -15,13 +15,13 @@ from pathlib import Path
 
 import h5py
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import stale_temps
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.h5write import WRITER_ATTR, make_folder
 from pcam.data.names import not_a_file, shown
 from pcam.data.spec import DATASET_INFO, SPEC, SPLITS
 from pcam.data.staging import Stage, finish_interrupted_writes, staged_write
-from pcam.errors import PCamError
-from pcam.fileio import stale_temps
-from pcam.paths import data_dir as _resolve_data_dir
 
 
 def _written_here(path: Path) -> bool:

@@ -19,6 +19,9 @@ import os
 
 import h5py
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import file_digest
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.h5read import (
     REDO,
     available_splits,
@@ -30,9 +33,6 @@ from pcam.data.h5read import (
 )
 from pcam.data.h5write import write_id_of
 from pcam.data.spec import DATASET_INFO, SPEC, SPLITS
-from pcam.errors import PCamError
-from pcam.fileio import file_digest
-from pcam.paths import data_dir as _resolve_data_dir
 
 MD5_VERIFIED = "verified"
 MD5_MISMATCH = "mismatch"
@@ -47,7 +47,7 @@ def check_data_dir(
     """Run `open_split`'s checks, a read of every patch and optionally MD5s on every split.
 
     Args:
-        data_dir: the data folder; default `pcam.paths.data_dir()`.
+        data_dir: the data folder; default `pcam.core.paths.data_dir()`.
         verify_md5: also hash both files of each official split and compare
             with the published `.h5` MD5s (train_x is 7.2 GB: about a minute).
         read: also read (decompress) every chunk of every image file: about a

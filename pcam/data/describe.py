@@ -1,8 +1,8 @@
 """The run record's "data" section: which folder a run trained on, how much of it, and
 a fingerprint of its files.
 
-It reads the HDF5 labels, so it lives with the data code; `pcam.records` only
-stores the section it is handed (see `pcam/record.schema.json`, "data").
+It reads the HDF5 labels, so it lives with the data code; `pcam.run.records` only
+stores the section it is handed (see `pcam/core/record.schema.json`, "data").
 
 The fingerprint: per split and file, its name, size, `mtime_ns` and the
 SHA-256 of the whole file (`sha256`), so any change to any byte is seen, a
@@ -29,10 +29,10 @@ import hashlib
 import os
 from pathlib import Path
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import file_digest
+from pcam.core.paths import display_path
 from pcam.data.h5read import Split, check_classes, read_dataset_info, read_labels
-from pcam.errors import PCamError
-from pcam.fileio import file_digest
-from pcam.paths import display_path
 
 _BLOCK, _BLOCKS = 1 << 20, 8  # the x file's sampled digest: 8 blocks of 1 MiB
 
@@ -41,7 +41,7 @@ def data_section(config, data_dir: str | os.PathLike, splits: dict[str, Split]) 
     """What a run reads from `data_dir`: the record's "data" section.
 
     Args:
-        config: the run's `pcam.config.TrainConfig`; `max_samples` caps train,
+        config: the run's `pcam.run.config.TrainConfig`; `max_samples` caps train,
             `max_eval_samples` caps valid and test (None: the whole split).
         data_dir: the PCam-layout folder the splits were opened from.
         splits: split name ("train", "valid", "test") -> `Split` from

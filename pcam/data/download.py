@@ -2,7 +2,7 @@
 
 `python -m pcam download` calls `download()`. For each file of a split it
 fetches `<name>.gz` into `<name>.gz.part`, checks the MD5 from `pcam.data.spec`,
-gunzips into a temporary file (`pcam.fileio.atomic_path`), checks the unpacked
+gunzips into a temporary file (`pcam.core.fileio.atomic_path`), checks the unpacked
 MD5 and only then renames it to `<name>`. A verified `.h5` is skipped on a
 rerun; a `.part` file is never taken for a good one. The split's meta CSV
 (slide ids; plain CSV with no published MD5) is fetched into `<name>.part`
@@ -34,14 +34,14 @@ from pathlib import Path
 import requests
 from tqdm import tqdm
 
-from pcam import paths
+from pcam.core import paths
+from pcam.core.errors import PCamError
+from pcam.core.fileio import atomic_path, file_digest, write_text
 from pcam.data import fetch as _http
 from pcam.data import spec as pcam_spec
 from pcam.data.meta import meta_problem, read_slides
 from pcam.data.names import not_a_file, shown
 from pcam.data.staging import finish_interrupted_writes
-from pcam.errors import PCamError
-from pcam.fileio import atomic_path, file_digest, write_text
 
 _CHUNK = 1 << 22  # 4 MiB reads: hashing runs at disk speed
 

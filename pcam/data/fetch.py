@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 import requests
 from tqdm import tqdm
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 CONNECT_TIMEOUT_S = 10  # offline or blocked: fail within seconds, not minutes
 READ_TIMEOUT_S = 60  # a stream silent this long counts as dropped

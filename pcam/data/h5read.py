@@ -20,12 +20,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pcam.core.errors import PCamError
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.info import OFFICIAL_INFO, read_dataset_info  # noqa: F401  (read from here too)
 from pcam.data.names import not_a_file, shown
 from pcam.data.spec import PATCH_SHAPE, SPEC, SPLITS, check_split_name
 from pcam.data.staging import finish_interrupted_writes
-from pcam.errors import PCamError
-from pcam.paths import data_dir as _resolve_data_dir
 
 # Splits that need both classes: train to learn, valid for its AUC and threshold.
 # A one-class test still scores (accuracy; AUC is reported as undefined).
@@ -51,7 +51,7 @@ def open_split(data_dir: str | os.PathLike | None = None, split: str = "train") 
     """Find and check one split of a PCam-layout data folder.
 
     Args:
-        data_dir: the data folder; default `pcam.paths.data_dir()`
+        data_dir: the data folder; default `pcam.core.paths.data_dir()`
             (`$PCAM_DATA_DIR` or `data/`).
         split: one of "train", "valid", "test".
 

@@ -4,7 +4,7 @@ Files are written into a staging folder and swapped in together
 (`pcam.data.staging`): one split by `write_split`, several splits and
 `dataset.json` by a writer that calls `write_split_files` inside
 `pcam.data.changes.FolderChanges.write`. Each file also goes through
-`pcam.fileio.atomic_path` (fsync, rename), so a staged file is complete
+`pcam.core.fileio.atomic_path` (fsync, rename), so a staged file is complete
 before the commit names it. Files carry the id of the write that made them
 (`WRITE_ID_ATTR`), which `dataset.json` repeats per split (`write_ids`), so
 `pcam check` can tell a folder that mixes two writes.
@@ -17,11 +17,11 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import atomic_path, stale_temps, write_text
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPEC, check_split_name
 from pcam.data.staging import staged_write
-from pcam.errors import PCamError
-from pcam.fileio import atomic_path, stale_temps, write_text
-from pcam.paths import data_dir as _resolve_data_dir
 
 # 32 patches = 864 KiB per chunk: under h5py's default 1 MiB chunk cache, so even
 # a per-sample reader decompresses each chunk once, while block readers (1024

@@ -10,9 +10,9 @@ the id and lines when an id has two rows.
 import csv
 from pathlib import Path
 
+from pcam.core.errors import PCamError
 from pcam.data.names import not_a_file, shown
 from pcam.data.spec import SPLITS
-from pcam.errors import PCamError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 KAGGLE_CSV = "train_labels.csv"

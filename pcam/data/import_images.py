@@ -26,6 +26,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pcam.core.errors import PCamError
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.changes import plan_changes
 from pcam.data.describe import source_listing_digest
 from pcam.data.h5read import BOTH_CLASSES
@@ -34,8 +36,6 @@ from pcam.data.image_sources import find_sources
 from pcam.data.names import not_a_file, shown
 from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPLITS, check_split_name
 from pcam.data.staging import finish_interrupted_writes
-from pcam.errors import PCamError
-from pcam.paths import data_dir as _resolve_data_dir
 
 _SHOWN = 5  # bad files listed in one message
 

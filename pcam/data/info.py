@@ -3,7 +3,7 @@
 `read_dataset_info` is the one reader of that file: `pcam check` and training
 (the run record's "data.info") refuse the same files with the same message.
 The file is checked against the record schema's `data.info`
-(`pcam/record.schema.json`), so a file that a record could not hold is refused
+(`pcam/core/record.schema.json`), so a file that a record could not hold is refused
 before a run starts. The official download has no such file.
 """
 
@@ -11,11 +11,11 @@ import functools
 import json
 import os
 
+from pcam.core.errors import PCamError
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.names import not_a_file, shown
 from pcam.data.spec import DATASET_INFO
 from pcam.data.staging import finish_interrupted_writes
-from pcam.errors import PCamError
-from pcam.paths import data_dir as _resolve_data_dir
 
 OFFICIAL_INFO = {"source": "PCam, Zenodo record 2546921", "synthetic": False}
 
@@ -68,7 +68,7 @@ def _info_problem(info: dict) -> str | None:
 def _info_validator():
     from jsonschema import Draft202012Validator
 
-    from pcam.record_schema import schema
+    from pcam.core.record_schema import schema
 
     return Draft202012Validator({"$defs": schema()["$defs"],
                                  "$ref": "#/$defs/data/properties/info"})

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_text
 from pcam.data.names import not_a_file, shown
 from pcam.data.spec import META_COLUMNS, SPEC, check_split_name
-from pcam.errors import PCamError
-from pcam.fileio import write_text
 
 # pandas' `to_csv` writes an unnamed index column in front; accepted, not required.
 _INDEX_HEADERS = ("", "Unnamed: 0")

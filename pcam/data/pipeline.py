@@ -15,10 +15,10 @@ import os
 import numpy as np
 import tensorflow as tf
 
+from pcam.core.environment import usable_cores
 from pcam.data.blocks import BlockReader
 from pcam.data.h5read import Split, open_split
 from pcam.data.spec import PATCH_SHAPE
-from pcam.environment import usable_cores
 
 CACHE_LIMIT_BYTES = 2 * 1024**3
 _PATCH_BYTES = int(np.prod(PATCH_SHAPE))
@@ -55,7 +55,7 @@ def make_dataset(
     Args:
         split: a `Split` from `pcam.data.h5read.open_split`, or a split name
             ("train", "valid", "test") opened from `data_dir`.
-        data_dir: data folder when `split` is a name; default `pcam.paths.data_dir()`.
+        data_dir: data folder when `split` is a name; default `pcam.core.paths.data_dir()`.
         batch_size: patches per batch, >= 1.
         shuffle: False keeps the file order (evaluation aligns predictions
             with labels on it). True reads blocks in an order drawn from

@@ -108,7 +108,7 @@ AUGMENTATIONS = ("dihedral", "shift", "hed", "brightness_contrast")
 
 def check_split_name(split: str) -> str:
     """Return `split` if it is a PCam split name, else raise `PCamError`."""
-    from pcam.errors import PCamError
+    from pcam.core.errors import PCamError
 
     if split not in SPEC:
         raise PCamError(f"unknown split {split!r}: use one of {', '.join(SPLITS)}")

@@ -36,10 +36,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_text
 from pcam.data.names import shown
 from pcam.data.spec import DATASET_INFO
-from pcam.errors import PCamError
-from pcam.fileio import write_text
 
 try:
     import fcntl

@@ -14,13 +14,13 @@ whatever `n` or `start` is asked for, and a large split can be streamed.
 
 import numpy as np
 
+from pcam.core.errors import PCamError
+from pcam.core.paths import data_dir as _resolve_data_dir
 from pcam.data.changes import plan_changes
 from pcam.data.h5read import BOTH_CLASSES
 from pcam.data.h5write import write_dataset_info, write_split_files
 from pcam.data.meta import synthetic_slides, write_meta
 from pcam.data.spec import CENTER_SIZE, SPLITS
-from pcam.errors import PCamError
-from pcam.paths import data_dir as _resolve_data_dir
 
 BLOCK = 256
 DEFAULT_SIZES = {"train": 4096, "valid": 1024, "test": 1024}

@@ -21,14 +21,15 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam import paths, records
-from pcam.errors import PCamError
+from pcam.core import paths
+from pcam.core.errors import PCamError
 from pcam.evaluation.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
 from pcam.evaluation.predict import Predictor, predict_split
 from pcam.evaluation.predictions import save_predictions
 from pcam.models import load_checkpoint
-from pcam.records import read_record, run_path
-from pcam.runlock import acquire_lock, release_lock
+from pcam.run import records
+from pcam.run.records import read_record, run_path
+from pcam.run.runlock import acquire_lock, release_lock
 
 TRAIN_EVAL_CAP = 8192  # patches of train scored after training (a fit check, not a result)
 
@@ -167,10 +168,10 @@ def _openable(data_dir: Path, names) -> dict:
 def _evaluate_external(folder: Path, record: dict, splits: dict, data_dir: Path, *,
                        tta: bool) -> dict:
     """Score other data with the run's own threshold into `external[key]`; the record."""
+    from pcam.core.environment import hardware_info
     from pcam.data.describe import fingerprint
     from pcam.data.h5read import read_dataset_info
     from pcam.data.spec import SPLITS
-    from pcam.environment import hardware_info
 
     threshold = record.get("threshold")
     if not threshold:
@@ -218,8 +219,8 @@ def _load_best(folder: Path, record: dict):
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,
               data_dir, keep_tta: bool = False) -> dict:
+    from pcam.core.environment import hardware_info
     from pcam.data.h5read import read_dataset_info
-    from pcam.environment import hardware_info
 
     order = sorted(splits, key=lambda s: s != "valid")  # valid first: it sets the threshold
     if "valid" not in splits and not record.get("threshold"):

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
-from pcam.errors import PCamError
-from pcam.fileio import write_bytes
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_bytes
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.plots.common import model_colour, new_figure, save_figure
 
 # (panel title, metric keys drawn in it, y-axis label)

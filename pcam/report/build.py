@@ -10,12 +10,12 @@ import re
 from pathlib import Path
 
 from pcam import plots
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_bytes, write_text
+from pcam.core.paths import DOCS_DIR, IMAGES_DIR, README, display_path, results_dir
 from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
-from pcam.fileio import write_bytes, write_text
-from pcam.paths import DOCS_DIR, IMAGES_DIR, README, display_path, results_dir
 from pcam.report.curves import update_curves_block
 from pcam.report.inputs import common_split, load_records, published_records
 from pcam.report.protocol import protocol_text
@@ -29,7 +29,7 @@ _NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHE
 
 
 def _data_dir(record: dict, split: str) -> Path:
-    from pcam.paths import data_dir, from_display_path
+    from pcam.core.paths import data_dir, from_display_path
 
     # an evaluation on another data folder records it per split
     stored = (record.get("metrics") or {}).get(split, {}).get("data_dir")

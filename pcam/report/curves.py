@@ -10,7 +10,7 @@ with a paired bootstrap 95% interval over the same test patches.
 
 from pathlib import Path
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
 from pcam.evaluation.stats import paired_auc_difference
 from pcam.report.inputs import complete_arms, read_plan

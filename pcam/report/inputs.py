@@ -3,9 +3,9 @@
 import json
 from pathlib import Path
 
-from pcam.errors import PCamError
-from pcam.paths import results_dir
-from pcam.records import load_record_file
+from pcam.core.errors import PCamError
+from pcam.core.paths import results_dir
+from pcam.run.records import load_record_file
 
 
 def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
@@ -21,7 +21,7 @@ def load_records(results: str | Path | None = None) -> list[tuple[Path, dict]]:
 
     Raises:
         PCamError: naming the file, when a record cannot be read, is not JSON
-            or is invalid (see `pcam.records.load_record_file`).
+            or is invalid (see `pcam.run.records.load_record_file`).
     """
     folder = results_dir(results)
     paths = list(folder.glob("*/record.json"))
@@ -64,7 +64,7 @@ def common_split(records: list[dict]) -> str | None:
 
 
 def read_plan(folder: Path, what: str, command: str) -> dict:
-    """`folder/plan.json` of an experiment (`pcam.study`); `PCamError` naming the file.
+    """`folder/plan.json` of an experiment (`pcam.study.experiments`); `PCamError` naming the file.
 
     Args:
         what: the experiment in words ("study", "curves"), for the message.

@@ -10,7 +10,7 @@ One rule for every run the report shows (published runs, study arms, curve point
 - *plateaued*: the best came earlier while the rate was still at least
   `LOW_RATE` of its peak: more epochs at that rate did not help.
 
-A planned run (`config.planned_minutes`, from `pcam.train.budget.plan_budget`)
+A planned run (`config.planned_minutes`, from `pcam.study.budget.plan_budget`)
 is flagged when its realised training minutes are more than `TOLERANCE` away
 from the plan (a busy machine, or costs that did not hold).
 """
@@ -106,7 +106,7 @@ def budget_text(records: list[dict]) -> str:
     if any(budget_check(r) for r in records):
         text += (" A plan is whole epochs over every training patch (a fraction of one epoch "
                  "only where a budget buys less), predicted from costs measured on this machine "
-                 "(medians of repeated timings, `pcam.train.budget`); † marks a run whose "
+                 "(medians of repeated timings, `pcam.study.budget`); † marks a run whose "
                  f"realised minutes are more than {TOLERANCE:.0%} off its plan.")
     if not all(budget_check(r) for r in records):
         text += " A dash for the plan: the run was made before plans were recorded."

@@ -1,12 +1,12 @@
 """What the report says about where its numbers come from.
 
 A published number must trace to a commit: a run trained from a dirty tree
-(`environment.git.dirty` in its record, see `pcam.environment.git_state`) is
+(`environment.git.dirty` in its record, see `pcam.core.environment.git_state`) is
 refused, unless the caller allows it, and then named under the table. Figures
 drawn from a run's checkpoint are marked, since checkpoints are not committed.
 """
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 NEEDS_CHECKPOINT = ("needs the run's checkpoint (not committed): `pcam report` redraws it "
                     "where `results/<run>/checkpoints/best.keras` exists and otherwise keeps "

@@ -1,7 +1,7 @@
 """The recipe study's README block: each arm as its paired difference to its baseline, on valid.
 
 Pure text from `results/study/<arm>/record.json`, the arms' saved valid
-predictions and `results/study/plan.json` (written by `pcam.study`), so it is
+predictions and `results/study/plan.json` (written by `pcam.study.experiments`), so it is
 deterministic like the results table. An arm is its model's recipe with one
 change, trained with each seed; its baseline is the recipe with the same seed
 ("baseline" for MobileNet, "scratch-baseline" for ResNet50, `<name>-seed<N>`
@@ -18,7 +18,7 @@ shown: the study chooses recipes, and choices are made on valid only.
 import re
 from pathlib import Path
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
 from pcam.evaluation.stats import paired_auc_difference
 from pcam.report.inputs import complete_arms, read_plan
@@ -164,7 +164,8 @@ def study_table(rows: list[dict], pending: list[str] = (),
     notes = [
         "",
         "Every arm is one change to its model's recipe, trained through its notebook on the "
-        "PCam subset with the seeds shown, within a training-time budget (`pcam.study`, "
+        "PCam subset with the seeds shown, within a training-time budget "
+        "(`pcam/experiments/study.toml`, "
         f"`results/study/plan.json`); {_stopping(rows)}, and the epoch with the best valid "
         "AUC is scored. *Δ* is the arm's valid ROC AUC "
         "minus its baseline's with the same seed, in AUC points, with a paired bootstrap 95% "

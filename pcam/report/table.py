@@ -8,7 +8,7 @@ timings to two significant figures (`round_sig`).
 import math
 from collections import Counter
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # (row label, key in record metrics / history, kind)

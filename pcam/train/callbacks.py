@@ -16,10 +16,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from pcam import records
-from pcam.errors import PCamError
-from pcam.fileio import atomic_path
-from pcam.paths import display_path
+from pcam.core.errors import PCamError
+from pcam.core.fileio import atomic_path
+from pcam.core.paths import display_path
+from pcam.run import records
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> Path:
@@ -88,7 +88,7 @@ class RecordHistory(keras.callbacks.Callback):
     """Keep the record current: each finished epoch, the training time, the phase's end.
 
     Args:
-        record: the run record (a dict, changed in place through `pcam.records`).
+        record: the run record (a dict, changed in place through `pcam.run.records`).
         phase: "head", "finetune" or "scratch", stored with every epoch.
         guard: the run's `NaNGuard`; an epoch that went NaN is not recorded, and
             at the end of `fit` the run is marked failed with a message naming

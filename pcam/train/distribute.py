@@ -31,9 +31,9 @@ from pathlib import Path
 
 import tensorflow as tf
 
-from pcam import compat
-from pcam.config import STRATEGIES, TrainConfig
-from pcam.errors import PCamError
+from pcam.core import compat
+from pcam.core.errors import PCamError
+from pcam.run.config import STRATEGIES, TrainConfig
 
 SCALING_RULE = ("global batch = batch_size x replicas; learning rates x replicas "
                 "(linear scaling, Goyal et al. 2017)")
@@ -223,7 +223,7 @@ def distribute_input(dataset: tf.data.Dataset, strategy: tf.distribute.Strategy)
 def fit_ready(model, strategy: tf.distribute.Strategy):
     """Let `model.fit`/`evaluate` run under `MultiWorkerMirroredStrategy`; returns `model`.
 
-    Keras 3 fails there (keras-team/keras#20585); `pcam.compat.multiworker_fit`
+    Keras 3 fails there (keras-team/keras#20585); `pcam.core.compat.multiworker_fit`
     gives the model two small overrides. Other strategies keep Keras' own code.
 
     Raises:

@@ -2,7 +2,7 @@
 
 The recipe itself (backbone, new head, which layers train, `compile`, `fit` per
 phase) is written out in the notebooks, so that a student reads it; `pcam
-train` executes the same notebook (`pcam.notebooks`). What the recipe needs
+train` executes the same notebook (`pcam.execute.notebooks`). What the recipe needs
 from the package is here, in `TrainingRun`:
 
     run = start_run(config)                     # folder, record, data, strategy
@@ -32,15 +32,16 @@ from datetime import UTC, datetime
 import keras
 import tensorflow as tf
 
-from pcam import paths, records
-from pcam.config import TrainConfig
+from pcam.core import paths
+from pcam.core.environment import environment_info
+from pcam.core.errors import PCamError
+from pcam.core.fileio import stale_temps, write_bytes
 from pcam.data.describe import check_same_data, data_section
-from pcam.environment import environment_info
-from pcam.errors import PCamError
 from pcam.evaluation.metrics import training_metrics
-from pcam.fileio import stale_temps, write_bytes
 from pcam.models import check_weights, get_backbone, load_checkpoint
-from pcam.runlock import acquire_lock, claim_folder, release_lock, remove_claimed
+from pcam.run import records
+from pcam.run.config import TrainConfig
+from pcam.run.runlock import acquire_lock, claim_folder, release_lock, remove_claimed
 from pcam.train import distribute
 from pcam.train.callbacks import EpochCheckpoints, EpochCSVLogger, NaNGuard, RecordHistory
 from pcam.train.weights import weights_provenance

@@ -1,7 +1,7 @@
 """Which pretrained weights file a run started from: its SHA-256, for the run record.
 
 `start_run` adds these fields to the record's "backbone" section (see
-`pcam/record.schema.json`): a weights path is hashed as given; "imagenet"
+`pcam/core/record.schema.json`): a weights path is hashed as given; "imagenet"
 (Keras' download) is hashed where Keras keeps it, `$KERAS_HOME/models/` (by
 default `~/.keras/models/`, `/tmp/.keras/models/` where that is not writable),
 when it is there at the start; random initialisation has no file.
@@ -10,7 +10,7 @@ when it is there at the start; random initialisation has no file.
 import os
 from pathlib import Path
 
-from pcam.fileio import file_digest
+from pcam.core.fileio import file_digest
 
 # keras.applications.MobileNet names its no-top file by width and input side.
 _MOBILENET_ALPHAS = {1.0: "1_0", 0.75: "7_5", 0.5: "5_0", 0.25: "2_5"}
@@ -49,7 +49,7 @@ def weights_provenance(config) -> dict:
     """The weights fields of the record's "backbone" section for a run's settings.
 
     Args:
-        config: the run's `pcam.config.TrainConfig` (`model`, `alpha`,
+        config: the run's `pcam.run.config.TrainConfig` (`model`, `alpha`,
             `image_size`, `weights`: "imagenet", None or a path).
 
     Returns:

@@ -9,7 +9,7 @@ import io
 import os
 import sys
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 # Backends that write PNG files with matplotlib alone (others are tried on a figure first).
 _PNG_BACKENDS = ("agg", "svg", "pdf", "ps", "template", "inline",

@@ -1,6 +1,6 @@
 """What a training patch costs on this machine, and how many whole epochs fit a budget.
 
-The recipe study and the budget and data curves (`pcam.study`) give runs a
+The recipe study and the budget and data curves (`pcam.study.experiments`) give runs a
 training-time budget: `measure_costs` times a run's model and input pipeline on
 real patches, the same work timed the same way for every run, and
 `plan_budget` turns those costs into whole epochs over the whole training set
@@ -16,12 +16,12 @@ from pathlib import Path
 
 import keras
 
-from pcam.config import TrainConfig
+from pcam.core.errors import PCamError
 from pcam.data.h5read import open_split
 from pcam.data.pipeline import make_dataset
-from pcam.errors import PCamError
 from pcam.evaluation.metrics import training_metrics
 from pcam.models import build_model, get_backbone, set_phase
+from pcam.run.config import TrainConfig
 from pcam.train.session import plan_phases
 
 # A guard, far above what any budget here buys (MobileNet on the subset: about two

@@ -3,7 +3,7 @@
 import re
 from pathlib import Path
 
-from pcam.paths import display_path
+from pcam.core.paths import display_path
 
 # TensorFlow's C++ start-up lines (oneDNN, CUDA probing, absl), which reach stderr
 # before any Python setting can silence them.

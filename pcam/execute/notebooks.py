@@ -19,13 +19,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from pcam import paths
-from pcam.config import TrainConfig, check_setting, field_names, parse_setting
-from pcam.errors import PCamError, wrapped_message
-from pcam.executed_notebook import tidy_executed
-from pcam.native_stderr import stderr_fd_to
-from pcam.paths import PROJ_ROOT, display_path, results_dir
-from pcam.runlock import (
+from pcam.core import paths
+from pcam.core.errors import PCamError, wrapped_message
+from pcam.core.native_stderr import stderr_fd_to
+from pcam.core.paths import PROJ_ROOT, display_path, results_dir
+from pcam.execute.executed_notebook import tidy_executed
+from pcam.run.config import TrainConfig, check_setting, field_names, parse_setting
+from pcam.run.runlock import (
     claim_folder,
     inherited_by_children,
     refuse_if_locked,
@@ -70,7 +70,7 @@ def parse_parameters(pairs: list[tuple[str, str]]) -> dict[str, Any]:
     """`pcam notebooks -p NAME=VALUE` pairs as settings, each read by its type and checked.
 
     NAME is a setting or its notebook parameter (`epochs` or `EPOCHS`); VALUE is
-    read as that setting's type (`pcam.config.parse_setting`: `-p data_dir=123` is
+    read as that setting's type (`pcam.run.config.parse_setting`: `-p data_dir=123` is
     the folder "123", `-p tta=no` is False) and checked with the range the
     libraries accept, whichever models then take it, before any kernel starts.
     RESULTS_DIR is the records folder.
@@ -226,7 +226,7 @@ def _check_resumed_data(folder: Path, config: TrainConfig) -> None:
     """A run being resumed must meet the data it started on: refused, or noted, here on
     the terminal before a kernel starts (the kernel checks again, into its log)."""
     from pcam.data.describe import check_resume_data
-    from pcam.records import RECORD, load_record_file
+    from pcam.run.records import RECORD, load_record_file
 
     if not (folder / RECORD).is_file():
         return
@@ -237,7 +237,7 @@ def _check_resumed_data(folder: Path, config: TrainConfig) -> None:
 
 def _check_same_settings(folder: Path, config: TrainConfig) -> None:
     """A complete run kept in place of a new one must have the settings asked for."""
-    from pcam.records import record_settings
+    from pcam.run.records import record_settings
 
     stored = json.loads((folder / "record.json").read_text()).get("config") or {}
     wanted = record_settings(config.to_dict())
@@ -383,7 +383,7 @@ def _is_chief() -> bool:
 
 
 def _applicable(model: str, given: dict) -> dict:
-    from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY
+    from pcam.run.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY
 
     skip = (*SCRATCH_ONLY[model], *NOT_FOR_SCRATCH) if model in SCRATCH_ONLY else NOT_FOR_TRANSFER
     return {k: v for k, v in given.items() if k not in skip}

@@ -7,9 +7,9 @@ folder; nothing else in the package hard-codes a path.
 import os
 from pathlib import Path
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
-PROJ_ROOT = Path(__file__).resolve().parents[1]
+PROJ_ROOT = Path(__file__).resolve().parents[2]
 IMAGES_DIR = PROJ_ROOT / "images"
 README = PROJ_ROOT / "README.md"
 DOCS_DIR = PROJ_ROOT / "docs"

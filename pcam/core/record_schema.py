@@ -1,6 +1,6 @@
 """The run record as JSON: its schema, validation, migration, reading and atomic writes.
 
-Part of `pcam.records` (which re-exports `SCHEMA`, `validate`, `migrate`,
+Part of `pcam.run.records` (which re-exports `SCHEMA`, `validate`, `migrate`,
 `load_record_file` and `write_json_atomic`), split out to keep both modules
 small. The schema file is the field reference: every field has a
 description saying what it means, its units and who writes it.
@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from pcam.errors import PCamError
-from pcam.fileio import write_text
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_text
 
 SCHEMA = 1
-SCHEMA_FILE = "record.schema.json"  # inside the pcam package (package data)
+SCHEMA_FILE = "record.schema.json"  # beside this module (package data)
 
 # Upgrades of older records, keyed by the version they upgrade FROM: each
 # function takes a record of schema N and returns it as schema N + 1. Empty while
@@ -32,7 +32,7 @@ MIGRATIONS: dict[int, Callable[[dict], dict]] = {}
 @functools.cache
 def schema() -> dict:
     """The JSON Schema (draft 2020-12) of the current record layout, parsed once."""
-    text = resources.files("pcam").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    text = resources.files("pcam.core").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     return json.loads(text)
 
 
@@ -97,7 +97,7 @@ def load_record_file(path: str | os.PathLike) -> dict:
 
 
 def validate(record: Any) -> None:
-    """Check `record` (as it would be written) against `pcam/record.schema.json`.
+    """Check `record` (as it would be written) against `pcam/core/record.schema.json`.
 
     Args:
         record: a run record, current schema (see `migrate` for older ones).
@@ -115,7 +115,7 @@ def validate(record: Any) -> None:
     run = data.get("run") if isinstance(data, dict) else None
     path, problem = _describe(error)
     raise PCamError(f"record of run {run!r} is invalid at {path}: {problem} "
-                    f"(field reference: pcam/{SCHEMA_FILE})")
+                    f"(field reference: pcam/core/{SCHEMA_FILE})")
 
 
 # Settings added to the schema-1 config after records were written, with the value
@@ -147,7 +147,7 @@ def migrate(record: Any) -> dict:
     run = record.get("run")
     if isinstance(version, bool) or not isinstance(version, int) or version < 1:
         raise PCamError(f"record of run {run!r} has no valid \"schema\" number "
-                        f"(got {version!r}); it was not written by pcam.records")
+                        f"(got {version!r}); it was not written by pcam.run.records")
     if version > SCHEMA:
         raise PCamError(f"record of run {run!r} has schema {version}, newer than this "
                         f"pcam's {SCHEMA}; update pcam to read it")

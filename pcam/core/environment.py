@@ -6,7 +6,7 @@ import platform
 import subprocess
 import sys
 
-from pcam.paths import PROJ_ROOT
+from pcam.core.paths import PROJ_ROOT
 
 PACKAGES = ("tensorflow", "keras", "numpy", "h5py", "scikit-learn", "scipy", "pandas")
 

@@ -24,7 +24,7 @@ import socket
 import time
 from pathlib import Path
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 LOCK = ".lock"
 INHERITED = "PCAM_RUN_LOCK"  # "<pid>:<lock path>": a lock held for this process by its parent

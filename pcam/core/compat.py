@@ -104,12 +104,12 @@ def check_verified(name: str) -> Patch:
     installed = installed_version(patch.package)
     if installed != patch.verified:
         raise RuntimeError(
-            f"pcam.compat: {patch.package} {installed} is installed, but the workaround "
+            f"pcam.core.compat: {patch.package} {installed} is installed, but the workaround "
             f"{name!r} uses {patch.touches} and was verified only with {patch.package} "
             f"{patch.verified}. Why it exists: {patch.why}. Install "
             f"{patch.package}=={patch.verified} as requirements.txt pins it, or re-check "
             f"{patch.recheck}; then run tests/test_compat.py, tests/test_pipeline.py and "
-            f"tests/test_distribute.py and set PATCHES[{name!r}].verified in pcam/compat.py.")
+            f"tests/test_distribute.py and set PATCHES[{name!r}].verified in pcam/core/compat.py.")
     return patch
 
 

@@ -16,16 +16,16 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pcam.errors import PCamError
-from pcam.paths import PROJ_ROOT
-from pcam.settings import MODELS, parse_setting
+from pcam.core.errors import PCamError
+from pcam.core.paths import PROJ_ROOT
+from pcam.run.settings import MODELS, parse_setting
 
 if TYPE_CHECKING:
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
 
 _PATHS = ("data_dir", "weights")
-_HEADER = ("# pcam run settings (pcam.config.TrainConfig fields; `python -m pcam train --help`\n"
-           "# says what each takes). Rerun with: python -m pcam train --config THIS_FILE\n")
+_HEADER = ("# pcam run settings (pcam.run.config.TrainConfig fields; `python -m pcam train\n"
+           "# --help` says what each takes). Rerun with: python -m pcam train --config THIS_FILE\n")
 
 
 def settings_text(settings: dict[str, Any]) -> str:
@@ -36,7 +36,7 @@ def settings_text(settings: dict[str, Any]) -> str:
     Settings the model does not take (a from-scratch model's fine-tune rate) are
     left out, as its notebook leaves them out.
     """
-    from pcam.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY, TrainConfig
+    from pcam.run.config import NOT_FOR_SCRATCH, NOT_FOR_TRANSFER, SCRATCH_ONLY, TrainConfig
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     skip = NOT_FOR_SCRATCH if settings.get("model") in SCRATCH_ONLY else NOT_FOR_TRANSFER
@@ -71,7 +71,7 @@ def _toml_value(value: Any) -> str:
 
 def write_settings(path: str | Path, settings: dict[str, Any]) -> Path:
     """Write `settings` to `path` atomically (see `settings_text`)."""
-    from pcam.fileio import write_text
+    from pcam.core.fileio import write_text
 
     return write_text(path, settings_text(settings))
 
@@ -84,7 +84,7 @@ def read_settings(path: str | Path) -> dict[str, Any]:
             key, a value of the wrong type or range, or a path stored as outside
             the project.
     """
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
 
     path = Path(path)
     raw = read_toml(path)
@@ -105,7 +105,7 @@ def read_presets(path: str | Path) -> dict[str, dict[str, Any]]:
     apply to every model ("both"), a `[model]` table to that model.
 
     Values are read as in a settings file; `TrainConfig` checks them where they are
-    applied (`pcam.config.model_defaults`).
+    applied (`pcam.run.config.model_defaults`).
 
     Returns:
         {"both": {...}, model: {...}} for the models the file names.
@@ -172,7 +172,7 @@ def _project_path(stored: str) -> str:
 def config_from_file(path: str | Path, preset: str | None = None,
                      **overrides: Any) -> "TrainConfig":
     """The run the file describes: its model's defaults, `preset`, the file, `overrides`."""
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
 
     values = read_settings(path)
     model = values.pop("model")

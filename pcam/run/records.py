@@ -5,14 +5,14 @@ A record holds everything one run did and measured. Sections: the top level
 `config`, `backbone`, `environment`, `data`, `distribution`, `phases`,
 `history` (one entry per epoch), `checkpoints`, `threshold`, `metrics` (per
 split), `predictions`, `timings` and `external` (scores on other data). The
-field reference is the JSON Schema `pcam/record.schema.json`.
+field reference is the JSON Schema `pcam/core/record.schema.json`.
 
 Only this module changes a record's structure; other modules hand it their
 section (training: `resume_or_new`, `set_distribution`, `start_phase`,
 `finish_phase`, `add_epoch`; evaluation: `set_threshold`, `set_split_metrics`,
 `set_external_metrics`). `read_record` migrates and validates; `write_record`
-validates, then writes atomically. The schema checks live in `pcam.record_schema`
-and are re-exported here; the run folder's lock is `pcam.runlock`.
+validates, then writes atomically. The schema checks live in `pcam.core.record_schema`
+and are re-exported here; the run folder's lock is `pcam.run.runlock`.
 """
 
 import os
@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pcam import paths
-from pcam.errors import PCamError
-from pcam.record_schema import SCHEMA, load_record_file, migrate, validate, write_json_atomic
+from pcam.core import paths
+from pcam.core.errors import PCamError
+from pcam.core.record_schema import SCHEMA, load_record_file, migrate, validate, write_json_atomic
 
 __all__ = ["RECORD", "SCHEMA", "add_epoch", "add_train_seconds", "ensure_writable",
            "epochs_done", "finish_phase", "load_record_file", "mark_complete", "mark_failed",
@@ -121,7 +121,7 @@ def new_record(*, config: dict, backbone: dict, environment: dict, data: dict) -
             (None: the default folder) and a weights file become display
             paths, so records carry no machine paths.
         backbone: {"recipe": Backbone.recipe, "preprocessing": Backbone.preprocessing_note}.
-        environment: `pcam.environment.environment_info()`.
+        environment: `pcam.core.environment.environment_info()`.
         data: `pcam.data.describe.data_section(...)`.
 
     Returns:
@@ -298,7 +298,7 @@ def mark_complete(record: dict) -> None:
 
 
 def record_settings(config: dict) -> dict:
-    """`config` as a record stores it: paths as display paths (`pcam.paths.display_path`)."""
+    """`config` as a record stores it: paths as display paths (`pcam.core.paths.display_path`)."""
     settings = dict(config.to_dict() if hasattr(config, "to_dict") else config)
     settings["data_dir"] = paths.data_dir(settings.get("data_dir"))
     for key in ("data_dir", "weights"):  # display paths: no machine paths in records

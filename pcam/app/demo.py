@@ -2,11 +2,11 @@
 
 from pathlib import Path
 
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_text
+from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
 from pcam.data.spec import DATASET_INFO
-from pcam.errors import PCamError
-from pcam.fileio import write_text
-from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
-from pcam.runlock import LOCK, claim_folder, refuse_if_locked, release_lock, remove_claimed
+from pcam.run.runlock import LOCK, claim_folder, refuse_if_locked, release_lock, remove_claimed
 
 _TABLE = "# Demo results\n\n<!-- results:start -->\n<!-- results:end -->\n"
 
@@ -36,11 +36,11 @@ def run_demo(data_dir: str | Path | None = None, out_dir: str | Path | None = No
         PCamError: before anything is written, when a demo run folder is locked
             by a live process (or, with `fresh`, holds no run record).
     """
-    from pcam.config import TrainConfig
     from pcam.data.synthetic import write_synthetic
+    from pcam.execute.notebooks import run_notebooks
     from pcam.models import check_weights
-    from pcam.notebooks import run_notebooks
     from pcam.report.build import build_report
+    from pcam.run.config import TrainConfig
 
     # Defaults from the project root, like every other command's, not the current folder.
     data_dir = Path(data_dir) if data_dir is not None else PROJ_ROOT / "data" / "synthetic"

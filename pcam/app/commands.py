@@ -1,13 +1,13 @@
 """What each `python -m pcam` command does: a thin call into the package.
 
-`pcam.cli` parses the command line and hands the arguments here; each
+`pcam.app.cli` parses the command line and hands the arguments here; each
 function returns the exit status. Heavy imports (TensorFlow) happen inside,
 so that `--help` is instant.
 """
 
 import argparse
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 
 def cmd_download(args: argparse.Namespace) -> int:
@@ -47,8 +47,8 @@ def cmd_import_images(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from pcam.config import TrainConfig
-    from pcam.notebooks import run_notebook
+    from pcam.execute.notebooks import run_notebook
+    from pcam.run.config import TrainConfig
 
     given = {key: value for key, value in vars(args).items()
              if key not in ("command", "func", "model", "preset", "results", "log_output",
@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         if isinstance(value, list):
             given[key] = tuple(item for part in value for item in part)
     if args.config is not None:
-        from pcam.settings_file import read_settings
+        from pcam.run.settings_file import read_settings
 
         try:
             given = {**read_settings(args.config), **given}
@@ -94,8 +94,8 @@ def _utc_stamp() -> str:
 
 
 def cmd_settings(args: argparse.Namespace) -> int:
-    from pcam.records import read_record
-    from pcam.settings_file import settings_text, write_settings
+    from pcam.run.records import read_record
+    from pcam.run.settings_file import settings_text, write_settings
 
     settings = read_record(args.run)["config"]
     if args.out is None:
@@ -122,7 +122,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
-    from pcam.notebooks import parse_parameters, run_notebooks
+    from pcam.execute.notebooks import parse_parameters, run_notebooks
 
     overrides = parse_parameters(args.parameter)  # every value checked before a kernel starts
     if args.data_dir:
@@ -133,7 +133,7 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
 
 def cmd_study(args: argparse.Namespace) -> int:
-    from pcam.study import plan_longer, run_study
+    from pcam.study.experiments import plan_longer, run_study
 
     if args.plan_minutes is not None:
         if not args.arms:
@@ -151,7 +151,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from pcam.demo import run_demo
+    from pcam.app.demo import run_demo
 
     run_demo(data_dir=args.data_dir, out_dir=args.out, weights=args.weights, fresh=args.fresh)
     return 0

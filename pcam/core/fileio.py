@@ -18,7 +18,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
-from pcam.errors import PCamError
+from pcam.core.errors import PCamError
 
 _CHUNK = 1 << 22  # 4 MiB reads: hashing runs at disk speed
 

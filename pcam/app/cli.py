@@ -1,6 +1,6 @@
 """Command line: `python -m pcam <command> ...`.
 
-The parser and the entry point; what each command does is in `pcam.commands`,
+The parser and the entry point; what each command does is in `pcam.app.commands`,
 a thin call into the package (the notebooks call the same functions). An error
 a user can fix is printed as one `error:` line without a traceback, exit status 2.
 """
@@ -13,13 +13,14 @@ import sys
 import tempfile
 import threading
 
-from pcam import commands, native_stderr
-from pcam.config import BACKBONE_DEFAULTS
+from pcam.app import commands
+from pcam.core import native_stderr
+from pcam.core.errors import PCamError, user_message
+from pcam.core.mplbackend import check_mplbackend
 from pcam.data.spec import SPLITS
-from pcam.errors import PCamError, user_message
-from pcam.mplbackend import check_mplbackend
-from pcam.presets import PRESETS
-from pcam.settings import MAX_COUNT, MAX_SEED, parse_setting
+from pcam.run.config import BACKBONE_DEFAULTS
+from pcam.run.presets import PRESETS
+from pcam.run.settings import MAX_COUNT, MAX_SEED, parse_setting
 
 
 def _whole(text: str, low: int, high: int) -> int:
@@ -71,7 +72,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
     the preset apply; one given as `none` (`--weights none`) is the value None."""
     import dataclasses
 
-    from pcam.config import TrainConfig
+    from pcam.run.config import TrainConfig
 
     for field in dataclasses.fields(TrainConfig):
         if field.name == "model":
@@ -94,7 +95,7 @@ def _add_settings(parser: argparse.ArgumentParser) -> None:
 
 def _setting(name: str, whole: bool = True):
     """The argparse type of `TrainConfig` field `name`: text read as `-p` values are
-    (`pcam.config.parse_setting`); the range is `TrainConfig`'s to check."""
+    (`pcam.run.config.parse_setting`); the range is `TrainConfig`'s to check."""
     def parse(text: str):
         try:
             return parse_setting(name, text) if whole else _one_of_many(name, text)
@@ -112,7 +113,7 @@ def _add_data_dir(parser: argparse.ArgumentParser) -> None:
 
 
 def _parameter(text: str) -> tuple[str, str]:
-    """NAME=VALUE as (NAME, VALUE text); `pcam.notebooks.parse_parameters` reads the value
+    """NAME=VALUE as (NAME, VALUE text); `pcam.execute.notebooks.parse_parameters` reads the value
     by the setting's type (no guessing: `-p data_dir=123` is the folder "123")."""
     name, sep, value = text.partition("=")
     if not sep or not name.isidentifier():
@@ -224,7 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = subparsers.add_parser("study", help="budgeted runs on the subset: the recipe study "
                               "(one change per arm, two seeds) or the budget and data curves")
     p.add_argument("arms", nargs="*", help="arms to run (default: all of the experiment's; "
-                   "pcam.study.EXPERIMENTS)")
+                   "pcam.study.experiments.EXPERIMENTS)")
     p.add_argument("--experiment", choices=("study", "curves"), default="study",
                    help="study (default) or curves; arms go to RESULTS/<experiment>/")
     _add_data_dir(p)

@@ -1,6 +1,6 @@
 """The study's plan file (`results/<experiment>/plan.json`): read, and checked arm by arm.
 
-`pcam.study` writes it (measured costs and planned settings per arm) and plans
+`pcam.study.experiments` writes it (measured costs and planned settings per arm) and plans
 from it; a file that is not such a plan (edited by hand, cut short, from other
 code) is refused with one line naming the file and the arm, never a traceback.
 """
@@ -10,9 +10,9 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pcam.config import TrainConfig, check_setting
-from pcam.errors import PCamError
-from pcam.paths import display_path
+from pcam.core.errors import PCamError
+from pcam.core.paths import display_path
+from pcam.run.config import TrainConfig, check_setting
 
 FIX_PLAN = "restore it from git or move it away to plan afresh"
 
@@ -66,7 +66,7 @@ def _arm_problem(arm: Any) -> str | None:
 
 def check_costs(path: Path, name: str, costs: dict, config: TrainConfig) -> None:
     """`PCamError` unless `costs` (arm `name`'s, in the plan at `path`) has a cost for
-    every phase of `config` that `pcam.train.budget.plan_budget` plans (those with epochs)."""
+    every phase of `config` that `pcam.study.budget.plan_budget` plans (those with epochs)."""
     from pcam.models import get_backbone
     from pcam.train.session import plan_phases
 

@@ -3,7 +3,7 @@
 Each experiment is a set of named runs ("arms") trained through the notebooks
 like any run, into `results/<experiment>/<arm>/`, each with a training-time
 budget. Before an arm first trains, what one training patch costs under its
-settings is measured on this machine (`pcam.train.budget.measure_costs`,
+settings is measured on this machine (`pcam.study.budget.measure_costs`,
 medians of repeated timings; arms with the same cost-relevant settings share
 one measurement), and its whole epochs over the whole training set are planned
 to fill the budget (`plan_budget`). Measurements and plans are kept in
@@ -33,16 +33,16 @@ import math
 from pathlib import Path
 from typing import Any
 
-from pcam.config import TrainConfig
-from pcam.errors import PCamError
-from pcam.fileio import write_text
-from pcam.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
-from pcam.presets import EXPERIMENTS_DIR
-from pcam.settings import MODELS
-from pcam.settings_file import read_presets, read_toml, settings_values
-from pcam.train.budget import MAX_EPOCHS, cost_key, measure_costs, plan_budget
-from pcam.train.plan_file import FIX_PLAN, check_costs
-from pcam.train.plan_file import read_plan as _read_plan
+from pcam.core.errors import PCamError
+from pcam.core.fileio import write_text
+from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
+from pcam.run.config import TrainConfig
+from pcam.run.presets import EXPERIMENTS_DIR
+from pcam.run.settings import MODELS
+from pcam.run.settings_file import read_presets, read_toml, settings_values
+from pcam.study.budget import MAX_EPOCHS, cost_key, measure_costs, plan_budget
+from pcam.study.plan_file import FIX_PLAN, check_costs
+from pcam.study.plan_file import read_plan as _read_plan
 
 SUBSET_DIR = PROJ_ROOT / "data" / "pcam-subset"  # where the README imports the subset
 PLAN = "plan.json"
@@ -173,10 +173,10 @@ def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_
         PCamError: an unknown arm, a missing weights file, bad data, or an arm
             planned before for another budget (move its plan away to plan afresh).
     """
-    from pcam.environment import hardware_info
-    from pcam.notebooks import run_notebook
-    from pcam.records import RECORD, load_record_file
-    from pcam.runlock import refuse_if_locked
+    from pcam.core.environment import hardware_info
+    from pcam.execute.notebooks import run_notebook
+    from pcam.run.records import RECORD, load_record_file
+    from pcam.run.runlock import refuse_if_locked
 
     folder = results_dir(results) / experiment
     plan_path = folder / PLAN

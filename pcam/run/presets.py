@@ -5,18 +5,18 @@ Each preset is a TOML file in `pcam/experiments/presets/`, named for the preset:
 on synthetic data; `subset` made the first published runs on the PCam subset;
 `full` is real PCam on a GPU. In a file, keys at the top apply to every model
 and a `[model]` table to that model; every key is a `TrainConfig` field, read as
-`pcam train --config` reads a settings file. `pcam.config.model_defaults`
+`pcam train --config` reads a settings file. `pcam.run.config.model_defaults`
 applies them, and `TrainConfig` checks every value like any other setting.
 """
 
 from pathlib import Path
 from typing import Any
 
-from pcam.settings_file import read_presets
+from pcam.run.settings_file import read_presets
 
 # The experiments as files: the presets, and the recipes, study and curves of
-# `pcam.study`.
-EXPERIMENTS_DIR = Path(__file__).resolve().parent / "experiments"
+# `pcam.study.experiments`.
+EXPERIMENTS_DIR = Path(__file__).resolve().parents[1] / "experiments"
 
 # {preset: {"both": settings for every model, model: that model's settings}}
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {

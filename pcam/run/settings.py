@@ -1,11 +1,11 @@
 """What each run setting takes, and how settings given as text are read.
 
-Every `pcam.config.TrainConfig` field is checked by `check_setting` (its type,
+Every `pcam.run.config.TrainConfig` field is checked by `check_setting` (its type,
 and the range the libraries accept: Keras, TensorFlow, numpy); text from the
 command line or `pcam notebooks -p NAME=VALUE` is read by `parse_setting` as
 the field's type, never guessed. So a bad value is refused with one line that
 names it, where it is parsed, before any kernel starts (issue 21, rule 7).
-`pcam.mplbackend` does the same for the environment's `MPLBACKEND`.
+`pcam.core.mplbackend` does the same for the environment's `MPLBACKEND`.
 """
 
 import ast
@@ -14,10 +14,10 @@ import numbers
 import re
 from typing import Any
 
+from pcam.core.errors import PCamError
 from pcam.data.spec import AUGMENTATIONS
-from pcam.errors import PCamError
 
-# The backbones (`pcam.config.BACKBONE_DEFAULTS` has one entry for each).
+# The backbones (`pcam.run.config.BACKBONE_DEFAULTS` has one entry for each).
 MODELS = ("mobilenet", "resnet50")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")

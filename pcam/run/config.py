@@ -7,15 +7,15 @@
 - `BACKBONE_DEFAULTS` holds what differs per backbone (the transfer recipe
   trains a head first and starts from ImageNet weights; ResNet50 trains from
   scratch, all layers at once), applied by `TrainConfig.for_model`;
-- the presets (`pcam/experiments/presets/*.toml`, read into `pcam.presets.PRESETS`)
+- the presets (`pcam/experiments/presets/*.toml`, read into `pcam.run.presets.PRESETS`)
   are named sets of overrides (`smoke` for CI, `demo`
   for README command 1, `subset` for the published runs, `full` for real PCam),
   applied on top.
 
 A typo in a setting is an error, never a silently ignored value. Every field
-is checked by `pcam.settings.check_setting` (its type, and the range the
+is checked by `pcam.run.settings.check_setting` (its type, and the range the
 libraries accept), and text from the command line or `-p NAME=VALUE` is read by
-`pcam.settings.parse_setting`, so a bad value is refused with one line naming
+`pcam.run.settings.parse_setting`, so a bad value is refused with one line naming
 it before any kernel starts.
 """
 
@@ -23,10 +23,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from pcam.core.errors import PCamError
 from pcam.data.spec import AUGMENTATIONS
-from pcam.errors import PCamError
-from pcam.presets import PRESETS
-from pcam.settings import (
+from pcam.run.presets import PRESETS
+from pcam.run.settings import (
     PRECISIONS,
     SCHEDULES,
     STRATEGIES,
@@ -40,7 +40,7 @@ __all__ = ["AUGMENTATIONS", "BACKBONE_DEFAULTS", "PRECISIONS", "PRESETS", "SCHED
            "STRATEGIES", "TrainConfig", "check_run_name", "check_setting", "parse_setting"]
 
 # What differs per backbone; everything else is a `TrainConfig` field default. One entry
-# per model of `pcam.settings.MODELS`.
+# per model of `pcam.run.settings.MODELS`.
 # The field defaults are the transfer recipe's (MobileNet, the default model): 2 head
 # epochs on the frozen ImageNet base, then fine-tuning of the top blocks.
 BACKBONE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -69,7 +69,7 @@ class TrainConfig:
     Each field carries its default and its help (listed under Args below, and by
     `python -m pcam train --help`); `BACKBONE_DEFAULTS` and the presets change
     some defaults per model. Every value is checked on creation
-    (`pcam.settings.check_setting`).
+    (`pcam.run.settings.check_setting`).
     """
 
     model: str = _field("mobilenet", "backbone: mobilenet or resnet50 (`pcam.models.BACKBONES`)")

@@ -1,0 +1,1 @@
+"""Shared infrastructure: errors, paths, atomic file writes, library shims, the machine."""

@@ -1,0 +1,1 @@
+"""Running the notebooks headless (papermill) and tidying what they wrote."""

@@ -1,0 +1,1 @@
+"""Budgeted experiments: the recipe study and the curves, their budgets and plans."""
