@@ -12,7 +12,8 @@ from PIL import Image
 from pcam.core.errors import PCamError
 from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT
 from pcam.report.build import build_report
-from pcam.report.table import END, START, round_sig
+from pcam.report.cells import round_sig
+from pcam.report.table import END, START
 from pcam.run import records
 from pcam.run.config import TrainConfig
 from pcam.train.weights import weights_provenance

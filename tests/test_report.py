@@ -7,7 +7,8 @@ from fake_runs import make_run
 
 from pcam.core.errors import PCamError
 from pcam.report.build import build_report
-from pcam.report.table import END, START, replace_block, round_sig
+from pcam.report.cells import round_sig
+from pcam.report.table import END, START, replace_block
 from pcam.run import records
 
 README = f"# Title\n\nIntro text.\n\n{START}\nold table\n{END}\n\n## Reference results\nkept\n"
@@ -280,7 +281,7 @@ def test_damaged_predictions_are_named_with_what_to_do(two_runs, damage):
 
 
 def test_a_metric_that_is_not_a_number_shows_a_dash_not_nan():
-    from pcam.report.table import percent_cell
+    from pcam.report.cells import percent_cell
 
     assert percent_cell(float("nan"), [0.1, 0.2]) == "–"
     assert percent_cell(0.5, [float("nan"), float("nan")]) == "50.0"

@@ -664,7 +664,7 @@ def test_every_experiment_file_holds_settings_each_model_takes():
     valid config for every model, with the values the file gives."""
     from pcam.run.config import TrainConfig
     from pcam.run.presets import EXPERIMENTS_DIR, PRESETS
-    from pcam.run.settings_file import read_presets
+    from pcam.run.settings import read_presets
 
     files = sorted((EXPERIMENTS_DIR / "presets").glob("*.toml"))
     assert {p.stem for p in files} == set(PRESETS) >= {"smoke", "demo", "full"}
@@ -687,7 +687,7 @@ def test_every_experiment_file_holds_settings_each_model_takes():
     ("[mobilenet]\n[mobilenet.head]\nunits = 3", "head: a table, not a setting"),
 ])
 def test_a_bad_preset_file_is_named_with_what_is_wrong(tmp_path, text, message):
-    from pcam.run.settings_file import read_presets
+    from pcam.run.settings import read_presets
 
     path = tmp_path / "mine.toml"
     path.write_text(text)
@@ -698,7 +698,7 @@ def test_a_bad_preset_file_is_named_with_what_is_wrong(tmp_path, text, message):
 def test_a_preset_file_with_an_unknown_setting_is_refused_where_it_is_applied(monkeypatch,
                                                                               tmp_path):
     from pcam.run import config as config_module
-    from pcam.run.settings_file import read_presets
+    from pcam.run.settings import read_presets
 
     path = tmp_path / "mine.toml"
     path.write_text("[mobilenet]\nepoch = 3\n")

@@ -13,10 +13,11 @@ from pathlib import Path
 from pcam.core.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
 from pcam.evaluation.stats import paired_auc_difference
+from pcam.report.cells import DASH, percent_cell
 from pcam.report.inputs import complete_arms, read_plan
 from pcam.report.progress import RULE_TEXT, budget_text, minutes_cell, progress_cell
 from pcam.report.provenance import dirty_runs, short_commit
-from pcam.report.table import DASH, percent_cell, replace_block
+from pcam.report.table import replace_block
 
 START, END = "<!-- curves:start -->", "<!-- curves:end -->"
 PLAN = "plan.json"

@@ -17,6 +17,8 @@ from the plan (a busy machine, or costs that did not hold).
 
 import math
 
+from pcam.report.cells import round_sig
+
 TOLERANCE = 0.15
 LOW_RATE = 0.1
 IMPROVING, SCHEDULE_ENDED, PLATEAUED = "improving", "flat, schedule ended", "plateaued"
@@ -84,7 +86,6 @@ def progress_cell(record: dict) -> str:
     if found is None:
         return "–"
     share = found["rate_share"]
-    from pcam.report.table import round_sig
 
     return found["state"] + (f" (rate {round_sig(100 * share)}% of peak)" if share is not None
                              else "")

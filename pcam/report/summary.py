@@ -9,9 +9,10 @@ from pathlib import Path
 
 from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.predictions import load_predictions
+from pcam.report.cells import round_sig
 from pcam.report.inputs import common_split
 from pcam.report.protocol import comparison_text, data_label
-from pcam.report.table import best_epoch, epochs_per_phase, round_sig
+from pcam.report.table import best_epoch, epochs_per_phase
 from pcam.run.records import read_record, run_path
 
 

@@ -2,13 +2,13 @@
 
 Pure text from run records (no TensorFlow), so it is deterministic:
 percentages with one decimal, "± h" the half-width of the bootstrap 95% CI,
-timings to two significant figures (`round_sig`).
+timings to two significant figures (`pcam.report.cells`).
 """
 
-import math
 from collections import Counter
 
 from pcam.core.errors import PCamError
+from pcam.report.cells import DASH, percent_cell, round_sig
 
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # (row label, key in record metrics / history, kind)
@@ -20,7 +20,6 @@ METRIC_ROWS = (
     ("ROC AUC (%)", "roc_auc", "plain"),
 )
 _HISTORY_KEYS = {"roc_auc": "auc"}
-DASH = "–"
 CI_ROW = "± (95% CI) over"  # the bootstrap's unit per column: slides or patches
 
 
@@ -43,17 +42,6 @@ def _columns(records: list[dict]) -> list[tuple[str, str]]:
     if any("tta" in (r.get("metrics") or {}).get("test", {}) for r in records):
         columns.append(("test", "tta"))
     return columns
-
-
-def percent_cell(value, ci=None) -> str:
-    """`value` as a percentage with one decimal, "± h" when `ci` is given; "–" when
-    there is no finite value (a metric undefined on one class is not "nan ± 0.8")."""
-    if value is None or not isinstance(value, int | float) or not math.isfinite(value):
-        return DASH
-    text = f"{100 * value:.1f}"
-    if ci and all(isinstance(v, int | float) and math.isfinite(v) for v in ci):
-        text += f" ± {100 * (ci[1] - ci[0]) / 2:.1f}"
-    return text
 
 
 def ci_unit(record: dict, split: str, variant: str = "single") -> str | None:
@@ -80,19 +68,6 @@ def metric_cell(record: dict, split: str, variant: str, key: str, kind: str) -> 
         ci = numbers.get("ci", {}).get(f"at_chosen.{key}")
         return percent_cell(numbers["at_chosen"][key], ci)
     return percent_cell(numbers[key], numbers.get("ci", {}).get(key))
-
-
-def round_sig(value: float, digits: int = 2) -> str:
-    """`value` to `digits` significant figures, as text: 19.6 -> "20", 876.4 -> "880".
-
-    Timings on a shared machine vary up to 2x between runs, so more figures
-    than two would be noise.
-    """
-    if value == 0 or not math.isfinite(value):
-        return f"{value:g}"
-    rounded = float(f"{value:.{digits}g}")
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(rounded))))
-    return f"{rounded:,.{decimals}f}"
 
 
 TRAIN_MINUTES, END_ROW = "train minutes (planned / realised)", "end of training"

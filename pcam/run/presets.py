@@ -12,7 +12,7 @@ applies them, and `TrainConfig` checks every value like any other setting.
 from pathlib import Path
 from typing import Any
 
-from pcam.run.settings_file import read_presets
+from pcam.run.settings import read_presets
 
 # The experiments as files: the presets, and the recipes, study and curves of
 # `pcam.study.experiments`.

@@ -12,18 +12,15 @@ Unknown keys and bad values are refused with the file's name, like any setting.
 
 import dataclasses
 import json
-import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pcam.core.errors import PCamError
-from pcam.core.paths import PROJ_ROOT
-from pcam.run.settings import MODELS, parse_setting
+from pcam.run.settings import read_toml, settings_values
 
 if TYPE_CHECKING:
     from pcam.run.config import TrainConfig
 
-_PATHS = ("data_dir", "weights")
 _HEADER = ("# pcam run settings (pcam.run.config.TrainConfig fields; `python -m pcam train\n"
            "# --help` says what each takes). Rerun with: python -m pcam train --config THIS_FILE\n")
 
@@ -98,75 +95,6 @@ def read_settings(path: str | Path) -> dict[str, Any]:
     except PCamError as error:
         raise PCamError(f"settings file {path}: {error}") from None
     return values
-
-
-def read_presets(path: str | Path) -> dict[str, dict[str, Any]]:
-    """The named settings in TOML file `path` (a preset, the recipes): keys at the top
-    apply to every model ("both"), a `[model]` table to that model.
-
-    Values are read as in a settings file; `TrainConfig` checks them where they are
-    applied (`pcam.run.config.model_defaults`).
-
-    Returns:
-        {"both": {...}, model: {...}} for the models the file names.
-
-    Raises:
-        PCamError: naming the file: unreadable, not TOML, a table that is not a
-            model, or a value that cannot be a setting.
-    """
-    path = Path(path)
-    raw = read_toml(path)
-    tables = {name: value for name, value in raw.items() if isinstance(value, dict)}
-    unknown = sorted(set(tables) - set(MODELS))
-    if unknown:
-        raise PCamError(f"{path}: table(s) {', '.join(unknown)} are not models; a table "
-                        f"holds one model's settings ({', '.join(MODELS)})")
-    both = {name: value for name, value in raw.items() if name not in tables}
-    return {"both": settings_values(path, both),
-            **{model: settings_values(path, table) for model, table in tables.items()}}
-
-
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """The TOML document in `path`; an unreadable file or bad TOML is named."""
-    path = Path(path)
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise PCamError(f"cannot read settings file {path} ({error}); it must be a TOML file "
-                        "of `name = value` lines (`python -m pcam settings --run RUN` writes "
-                        "one)") from None
-
-
-def settings_values(path: str | Path, raw: dict[str, Any]) -> dict[str, Any]:
-    """`raw` (`name = value` pairs of TOML file `path`) as setting values: text read
-    as the command line reads it ("none", "2e-3"), lists as tuples, paths made
-    absolute from the project root.
-
-    Raises:
-        PCamError: naming the file and the key: a table, a bad text value, or a
-            path stored as outside the project.
-    """
-    values = {}
-    for name, value in raw.items():
-        try:
-            if isinstance(value, dict):
-                raise PCamError(f"{name}: a table, not a setting")
-            if isinstance(value, str):
-                value = parse_setting(name, value) if name != "model" else value
-            if name in _PATHS and isinstance(value, str) and value != "imagenet":
-                value = _project_path(value)
-            values[name] = tuple(value) if isinstance(value, list) else value
-        except PCamError as error:
-            raise PCamError(f"settings file {path}: {error}") from None
-    return values
-
-
-def _project_path(stored: str) -> str:
-    if stored.startswith("<external>"):
-        raise PCamError(f"{stored!r} was outside the project where the file was written; "
-                        "put the folder's real path in the file")
-    path = Path(stored).expanduser()
-    return str(path if path.is_absolute() else PROJ_ROOT / path)
 
 
 def config_from_file(path: str | Path, preset: str | None = None,

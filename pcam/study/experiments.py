@@ -38,8 +38,7 @@ from pcam.core.fileio import write_text
 from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
 from pcam.run.config import TrainConfig
 from pcam.run.presets import EXPERIMENTS_DIR
-from pcam.run.settings import MODELS
-from pcam.run.settings_file import read_presets, read_toml, settings_values
+from pcam.run.settings import MODELS, read_presets, read_toml, settings_values
 from pcam.study.budget import MAX_EPOCHS, cost_key, measure_costs, plan_budget
 from pcam.study.plan_file import FIX_PLAN, check_costs
 from pcam.study.plan_file import read_plan as _read_plan
