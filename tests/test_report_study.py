@@ -263,7 +263,41 @@ def test_a_curve_point_can_be_the_published_run_of_its_model(tmp_path):
     assert arms["resnet50-100min"]["settings"]["tta"] is False
     folder = _curves_folder(tmp_path)
     make_run(folder, "mobilenet-100min", "mobilenet", published=True)
-    make_run(folder.parent, "resnet50-top", "resnet50", published=True)
+    make_run(folder, "resnet50-100min", "resnet50", published=True)
     make_run(folder.parent / "loose", "not-an-experiment", published=True)  # no plan.json
     chosen = published_records(load_records(folder.parent))
-    assert [r["run"] for _, r in chosen] == ["mobilenet-100min", "resnet50-top"]
+    assert [r["run"] for _, r in chosen] == ["mobilenet-100min", "resnet50-100min"]
+
+
+def test_the_curves_replace_the_published_runs_only_once_they_cover_every_model(
+        tmp_path, capsys):
+    """One protocol in the table: while the curves hold a published point of one model
+    only, the runs published before stay and the point waits, said by the report;
+    once every model's point is complete, the curves' points replace them all."""
+    from pcam.report.build import build_report
+    from pcam.report.inputs import load_records, published_records, waiting_runs
+
+    results = tmp_path / "results"
+    folder = _curves_folder(tmp_path)
+    assert folder.parent == results
+    make_run(results, "mobilenet-subset", "mobilenet", published=True)
+    make_run(results, "resnet50-subset", "resnet50", published=True)
+    make_run(folder, "mobilenet-100min", "mobilenet", published=True)
+    running = make_run(folder, "resnet50-100min", "resnet50", published=True)
+    record = json.loads((running / "record.json").read_text())
+    (running / "record.json").write_text(json.dumps({**record, "status": "running"}))
+    rows = load_records(results)
+    assert [r["run"] for _, r in published_records(rows)] == ["mobilenet-subset",
+                                                               "resnet50-subset"]
+    assert [r["run"] for _, r in waiting_runs(rows)] == ["mobilenet-100min", "resnet50-100min"]
+    readme = tmp_path / "README.md"
+    readme.write_text("# x\n<!-- results:start -->\n<!-- results:end -->\n")
+    build_report(results, readme=readme, images=tmp_path / "images")
+    out = capsys.readouterr().out
+    assert "mobilenet-100min is published but waits" in out
+    assert "mobilenet-subset" in readme.read_text() and "100min" not in readme.read_text()
+    (running / "record.json").write_text(json.dumps(record))  # now complete
+    rows = load_records(results)
+    assert [r["run"] for _, r in published_records(rows)] == ["mobilenet-100min",
+                                                               "resnet50-100min"]
+    assert waiting_runs(rows) == []

@@ -17,7 +17,7 @@ from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
 from pcam.report.curves import update_curves_block
-from pcam.report.inputs import common_split, load_records, published_records
+from pcam.report.inputs import common_split, load_records, published_records, waiting_runs
 from pcam.report.protocol import protocol_text
 from pcam.report.provenance import NEEDS_CHECKPOINT, check_clean, dirty_note
 from pcam.report.study import update_study_block
@@ -235,7 +235,13 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
     if not folder.is_dir():
         raise PCamError(f"results folder {folder} does not exist; give --results "
                         "the folder that holds the runs (default $PCAM_RESULTS_DIR or results/)")
-    rows = published_records(load_records(results), published_only=published_only)
+    everything = load_records(results)
+    rows = published_records(everything, published_only=published_only)
+    if published_only:
+        for run_dir, _ in waiting_runs(everything):
+            print(f"note: {display_path(run_dir)} is published but waits: its experiment has "
+                  "no complete published run yet of every model, so the table keeps "
+                  f"{', '.join(r.get('run', d.name) for d, r in rows) or 'its runs'}")
     if published_only:
         check_clean([record for _, record in rows], allow_dirty=allow_dirty)
     shown, current = _table_models(text), text.split(START, 1)[1].split(END, 1)[0].strip()

@@ -34,6 +34,12 @@ def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = T
                       ) -> list[tuple[Path, dict]]:
     """The records flagged `"published": true`, one per model, sorted by model name.
 
+    The table compares the models on one protocol, so its runs come from one
+    place: where published runs sit both at the top of `results/` and in an
+    experiment's folder (the curves' largest budgets), the experiment's replace
+    the others only once it holds a complete published run of every model;
+    until then its published runs wait (`waiting_runs` names them).
+
     Args:
         rows: from `load_records`.
         published_only: False takes every record, flagged or not (the demo's
@@ -42,10 +48,16 @@ def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = T
     Raises:
         PCamError: two chosen runs of the same model (names both runs).
     """
+    if published_only:
+        rows = [(d, r) for d, r in rows if r.get("published")]
+        waiting = {d for d, _ in waiting_runs(rows)}
+        rows = [(d, r) for d, r in rows if d not in waiting]
+        places = {d.parent for d, _ in rows}
+        experiments = sorted(p for p in places if (p / "plan.json").is_file())
+        if len(places) > 1 and experiments:  # an experiment covering every model wins
+            rows = [(d, r) for d, r in rows if d.parent == experiments[-1]]
     chosen: dict[str, tuple[Path, dict]] = {}
     for run_dir, record in rows:
-        if published_only and not record.get("published"):
-            continue
         model = record.get("model")
         if model in chosen:
             other = chosen[model][1].get("run", chosen[model][0].name)
@@ -55,6 +67,23 @@ def published_records(rows: list[tuple[Path, dict]], *, published_only: bool = T
             )
         chosen[model] = (run_dir, record)
     return [chosen[m] for m in sorted(chosen)]
+
+
+def waiting_runs(rows: list[tuple[Path, dict]]) -> list[tuple[Path, dict]]:
+    """Published runs of an experiment (a folder with a plan.json) that wait for the
+    rest of it: the experiment has no complete published run yet of some model
+    that is published elsewhere, so it cannot replace the table's runs."""
+    published = [(d, r) for d, r in rows if r.get("published")]
+    models = {r.get("model") for _, r in published}
+    waiting = []
+    for place in {d.parent for d, _ in published}:
+        if not (place / "plan.json").is_file():
+            continue
+        covered = {r.get("model") for d, r in published
+                   if d.parent == place and r.get("status") == "complete"}
+        if covered != models:
+            waiting += [(d, r) for d, r in published if d.parent == place]
+    return sorted(waiting, key=lambda row: row[0])
 
 
 def common_split(records: list[dict]) -> str | None:
