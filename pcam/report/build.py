@@ -18,6 +18,7 @@ from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
 from pcam.report.curves import update_curves_block
 from pcam.report.inputs import common_split, load_records, published_records, waiting_runs
+from pcam.report.model_card import write_model_card
 from pcam.report.protocol import protocol_text
 from pcam.report.provenance import NEEDS_CHECKPOINT, check_clean, dirty_note
 from pcam.report.study import update_study_block
@@ -327,3 +328,5 @@ def _write_pages(rows, images: Path, readme: Path, text: str, current: str, fold
     for page, (old, new) in updates.items():
         if new != old:
             write_text(page, new)
+    for run_dir, record in rows:  # each run in the table gets its card
+        write_model_card(record, run_dir)
