@@ -57,10 +57,12 @@ def test_report_writes_a_card_for_each_published_run_only(tmp_path):
     readme.write_text(f"# x\n{START}\n{END}\n")
     build_report(results, readme, tmp_path / "images", gradcam=False)
     for run in published:
-        assert (run / CARD).read_text() == _card(run)[0]
+        record = json.loads((run / "record.json").read_text())
+        assert (run / CARD).read_text() == model_card(record, run, results)
     assert not (other / CARD).exists()
     build_report(results, readme, tmp_path / "images", gradcam=False)  # idempotent
-    assert all((run / CARD).read_text() == _card(run)[0] for run in published)
+    assert all(f"`results/{run.name}/record.json`" in (run / CARD).read_text()
+               for run in published)
 
 
 def test_committed_published_runs_have_their_current_card():
@@ -68,4 +70,5 @@ def test_committed_published_runs_have_their_current_card():
     rows = published_records(load_records(PROJ_ROOT / "results"))
     assert rows, "no published run committed"
     for run_dir, record in rows:
-        assert (run_dir / CARD).read_text() == model_card(record, run_dir), run_dir.name
+        card = model_card(record, run_dir, PROJ_ROOT / "results")
+        assert (run_dir / CARD).read_text() == card, run_dir.name

@@ -184,11 +184,15 @@ def test_report_reproduces_committed_readme(tmp_path):
     shutil.copy(PROJ_ROOT / "README.md", readme)
     shutil.copytree(PROJ_ROOT / "images", tmp_path / "images")
     shutil.copytree(PROJ_ROOT / "docs", tmp_path / "docs")
+    shutil.copytree(PROJ_ROOT / "results", tmp_path / "results")  # it writes model cards
     pages = sorted((tmp_path / "docs").glob("*.md"))
-    build_report(results=PROJ_ROOT / "results", readme=readme, images=tmp_path / "images",
+    build_report(results=tmp_path / "results", readme=readme, images=tmp_path / "images",
                  gradcam=False, pages=pages)
     assert readme.read_text() == (PROJ_ROOT / "README.md").read_text()
     for page in pages:  # the study's block lives in docs/study.md
         assert page.read_text() == (PROJ_ROOT / "docs" / page.name).read_text(), page.name
+    for card in (tmp_path / "results").rglob("MODEL_CARD.md"):
+        committed = PROJ_ROOT / card.relative_to(tmp_path)
+        assert card.read_text() == committed.read_text(), committed
 
 

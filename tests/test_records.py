@@ -4,6 +4,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -429,7 +430,8 @@ def test_records_written_before_the_redesign_still_load_and_report(tmp_path):
     """The published runs as committed at 47aee47 (schema 1) load, validate and report."""
     from pcam.report.build import build_report
 
-    old = PROJ_ROOT / "tests" / "data" / "schema1-runs"
+    old = tmp_path / "schema1-runs"  # a copy: the report writes each run's model card
+    shutil.copytree(PROJ_ROOT / "tests" / "data" / "schema1-runs", old)
     for folder in sorted(old.glob("*-subset")):
         record = records.read_record(folder)
         assert record["schema"] == 1 and record["status"] == "complete"

@@ -329,4 +329,4 @@ def _write_pages(rows, images: Path, readme: Path, text: str, current: str, fold
         if new != old:
             write_text(page, new)
     for run_dir, record in rows:  # each run in the table gets its card
-        write_model_card(record, run_dir)
+        write_model_card(record, run_dir, folder)

@@ -21,10 +21,16 @@ _ROWS = (("ROC AUC", "roc_auc", None), ("accuracy", "accuracy", "at"),
          ("specificity", "specificity", "at"), ("F1", "f1", "at"))
 
 
-def model_card(record: dict, run_dir: Path) -> str:
-    """The card of the run in `run_dir` (Markdown), from `record` alone."""
+def model_card(record: dict, run_dir: Path, results: Path | None = None) -> str:
+    """The card of the run in `run_dir` (Markdown), from `record` alone.
+
+    Paths in it are as the project lays runs out (`results/<run>`, relative to
+    `results`, the records folder, when given), so a card reads the same
+    wherever the folder sits.
+    """
     run, model = record.get("run", Path(run_dir).name), record.get("model", "?")
-    where = display_path(run_dir)
+    where = (f"results/{Path(run_dir).relative_to(results).as_posix()}" if results is not None
+             else display_path(run_dir))
     config, backbone = record.get("config") or {}, record.get("backbone") or {}
     data = record.get("data") or {}
     info = data.get("info") or {}
@@ -98,9 +104,9 @@ def model_card(record: dict, run_dir: Path) -> str:
     return "\n".join(lines)
 
 
-def write_model_card(record: dict, run_dir: Path) -> Path:
-    """Write `run_dir/MODEL_CARD.md` atomically; return its path."""
-    return write_text(Path(run_dir) / CARD, model_card(record, run_dir))
+def write_model_card(record: dict, run_dir: Path, results: Path | None = None) -> Path:
+    """Write `run_dir/MODEL_CARD.md` atomically (see `model_card`); return its path."""
+    return write_text(Path(run_dir) / CARD, model_card(record, run_dir, results))
 
 
 def _units(config: dict) -> str:
