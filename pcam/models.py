@@ -7,10 +7,14 @@ names are fixed because Grad-CAM and the evaluation look them up:
     image (uint8) -> "preprocess" -> "backbone" -> "pool"
         -> "head_dropout_1" -> "head_dense_1" -> ... -> "head_dropout_{k+1}" -> "prediction"
 
+`load_run_model` loads a run's model for inference: its `inference.keras`,
+else its best checkpoint.
+
 Reference:
     - [Transfer learning & fine-tuning](https://keras.io/guides/transfer_learning/)
 """
 
+import os
 import warnings
 import zipfile
 from collections.abc import Callable
@@ -305,3 +309,68 @@ def load_checkpoint(path: str | Path, advice: str, *, into: keras.Model | None =
             raise
         reason = (str(error).strip().splitlines() or [""])[0][:200]
         raise PCamError(f"{name} could not be loaded ({reason}); {advice}") from error
+
+
+INFERENCE_MODEL = "inference.keras"  # a run's inference-only model: weights, no optimizer
+BEST_CHECKPOINT = "checkpoints/best.keras"  # as pcam.run.records.CHECKPOINTS["best"]
+
+
+def run_model_file(run_dir: str | Path) -> Path:
+    """The model file of a run folder: `inference.keras`, else `checkpoints/best.keras`.
+
+    Raises:
+        PCamError: neither file exists; the message names both and says how to
+            train the run again.
+    """
+    folder = Path(run_dir)
+    for name in (INFERENCE_MODEL, BEST_CHECKPOINT):
+        if (folder / name).is_file():
+            return folder / name
+    run = folder.name
+    raise PCamError(
+        f"run {run} has no model: neither {folder / INFERENCE_MODEL} nor "
+        f"{folder / BEST_CHECKPOINT} exists (checkpoints are not committed with a run); train "
+        f"it again under a new name, from its settings (`python -m pcam settings --run {run} "
+        f"--out {run}.toml`, then `python -m pcam train --config {run}.toml --run NEW-NAME`) or, "
+        "for a published run, from its preset (`python -m pcam train --model MODEL --preset "
+        "PRESET --run NEW-NAME`), and give --run NEW-NAME")
+
+
+def save_inference_model(run_dir: str | Path) -> Path:
+    """Write `run_dir/inference.keras`: the best checkpoint without its optimizer state.
+
+    A third of the checkpoint's size (a MobileNet 0.5 of a few MB can be committed
+    with its run), and the file `load_run_model` loads first. Written beside the
+    target and renamed, so a kill leaves the old file or the new one.
+
+    Raises:
+        PCamError: the run has no loadable best checkpoint (named).
+    """
+    folder = Path(run_dir)
+    model = load_checkpoint(folder / BEST_CHECKPOINT, "train the run again (another --run name)")
+    target = folder / INFERENCE_MODEL
+    partial = target.with_name(f".{target.stem}.partial.keras")  # Keras wants the suffix
+    try:
+        model.save(partial)
+        os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return target
+
+
+def load_run_model(run_dir: str | Path) -> keras.Model:
+    """A run's model for inference, not compiled (`run_model_file` says which file).
+
+    It takes uint8 patches (96, 96, 3) and holds its own preprocessing, as
+    every model of `build_model` does.
+
+    Raises:
+        PCamError: the run has no model file, or it is damaged or does not load
+            (`load_checkpoint`); the message names the file.
+    """
+    path = run_model_file(run_dir)
+    if path.name == INFERENCE_MODEL:
+        advice = (f"restore it, or move it away to use {BEST_CHECKPOINT} when the run has one")
+    else:
+        advice = "restore it, or train the run again (another --run name)"
+    return load_checkpoint(path, advice)

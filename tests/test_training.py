@@ -91,6 +91,14 @@ def test_record_complete_and_consistent(two_runs):
         record["threshold"]["value"]
     best = keras.models.load_model(folder / "checkpoints" / "best.keras")
     assert best.input.dtype == "uint8"
+    # the inference model: the best checkpoint's weights without the optimizer
+    inference = keras.models.load_model(folder / "inference.keras", compile=False)
+    assert (folder / "inference.keras").stat().st_size < (folder / "checkpoints" /
+                                                          "best.keras").stat().st_size
+    patches = np.random.default_rng(0).integers(0, 256, (4, 96, 96, 3), dtype=np.uint8)
+    np.testing.assert_allclose(inference.predict(patches, verbose=0),
+                               best.predict(patches, verbose=0), atol=1e-6)
+    assert not list(folder.glob(".*partial*"))
     assert (folder / "history.csv").read_text().count("\n") == 4
     rows = (folder / "history.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,") and [r.split(",")[0] for r in rows[1:]] == ["1", "2", "3"]

@@ -18,6 +18,7 @@ from pcam.core import native_stderr
 from pcam.core.errors import PCamError, user_message
 from pcam.core.mplbackend import check_mplbackend
 from pcam.data.spec import SPLITS
+from pcam.evaluation.export import FORMATS, QUANTIZATIONS
 from pcam.run.config import BACKBONE_DEFAULTS
 from pcam.run.presets import PRESETS
 from pcam.run.settings import MAX_COUNT, MAX_SEED, parse_setting
@@ -197,6 +198,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tta", action=argparse.BooleanOptionalAction, default=True,
                    help="also evaluate with 8-fold dihedral test-time augmentation")
     p.set_defaults(func=commands.cmd_evaluate)
+
+    p = subparsers.add_parser("predict", help="apply a run's model to your own patches "
+                              "(a folder of images, a PCam x .h5 file or one image), write a CSV")
+    p.add_argument("input", type=_path, metavar="INPUT",
+                   help="folder of 96x96 RGB images (searched recursively; labelled by 0/ and "
+                   "1/ subfolders), a PCam x .h5 file (labelled by the y file beside it) or an "
+                   "image")
+    p.add_argument("--run", required=True, type=_path, help="results/NAME or NAME")
+    p.add_argument("--out", type=_path, metavar="FILE",
+                   help="CSV to write (default: predictions.csv in this folder); replaced only "
+                   "when every patch is scored")
+    p.add_argument("--tta", action="store_true",
+                   help="also predict the mean over the 8 dihedral transforms (8x the work)")
+    p.add_argument("--format", choices=("csv", "kaggle"), default="csv", dest="fmt",
+                   help="csv: id, source, probability, label at the run's threshold, ...; "
+                   "kaggle: the submission file `id,label`, label = probability (TTA with --tta)")
+    p.add_argument("--batch-size", type=_positive_int, default=256, dest="batch_size",
+                   metavar="N", help="patches per inference batch (default 256)")
+    p.set_defaults(func=commands.cmd_predict)
+
+    p = subparsers.add_parser("export", help="export a run's model (SavedModel, ONNX, LiteRT) "
+                              "and check it against Keras on the test split")
+    p.add_argument("--run", required=True, type=_path, help="results/NAME or NAME")
+    p.add_argument("--format", required=True, choices=FORMATS, dest="fmt",
+                   help="saved_model (a folder), onnx (a .onnx file) or litert (a .tflite file)")
+    p.add_argument("--out", required=True, type=_path,
+                   help="where the artifact goes; written only once it matches the Keras model")
+    p.add_argument("--quantize", choices=QUANTIZATIONS,
+                   help="litert only: float16 weights, or dynamic-range int8 (dynamic)")
+    p.add_argument("--max-samples", type=_positive_int, dest="max_samples",
+                   help="score the first N test patches (default: the whole test split)")
+    p.add_argument("--data-dir", type=_path,
+                   help="data folder whose test split is scored (default: the run's own)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an earlier export of the same format at --out")
+    p.set_defaults(func=commands.cmd_export)
 
     p = subparsers.add_parser("report", help="rebuild images/ and the README table from results/")
     p.add_argument("--results", type=_path, help="records folder (default: results/)")

@@ -113,6 +113,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    from pcam.evaluation.score_patches import predict_patches
+
+    predict_patches(args.run, args.input, out=args.out, tta=args.tta, fmt=args.fmt,
+                    batch_size=args.batch_size)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from pcam.evaluation.export import export_run, format_summary
+
+    summary = export_run(args.run, args.fmt, args.out, quantize=args.quantize,
+                         max_samples=args.max_samples, data_dir=args.data_dir,
+                         overwrite=args.overwrite)
+    print(format_summary(summary))
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from pcam.report.build import build_report
 

@@ -99,7 +99,7 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
     try:
         record = read_record(folder)
         own = data_dir is None or _is_own_data(record, Path(data_dir))
-        data_dir = _own_data_dir(record) if data_dir is None else Path(data_dir)
+        data_dir = own_data_dir(record) if data_dir is None else Path(data_dir)
         opened = {name: open_split(data_dir, name) for name in splits}
         if not own:
             return _evaluate_external(folder, record, opened, data_dir, tta=tta)
@@ -119,7 +119,7 @@ def evaluate_run(run, *, data_dir=None, splits=("valid", "test"), tta: bool = Tr
     return record
 
 
-def _own_data_dir(record: dict) -> Path:
+def own_data_dir(record: dict) -> Path:
     """The run's own data folder, found from its record; `PCamError` saying --data-dir."""
     stored = record["data"]["dir"]
     # Records written before links were kept name a linked folder `<external>/data/x`:

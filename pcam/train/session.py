@@ -38,7 +38,7 @@ from pcam.core.errors import PCamError
 from pcam.core.fileio import stale_temps, write_bytes
 from pcam.data.describe import check_same_data, data_section
 from pcam.evaluation.metrics import training_metrics
-from pcam.models import check_weights, get_backbone, load_checkpoint
+from pcam.models import check_weights, get_backbone, load_checkpoint, save_inference_model
 from pcam.run import records
 from pcam.run.config import TrainConfig
 from pcam.run.runlock import acquire_lock, claim_folder, release_lock, remove_claimed
@@ -332,7 +332,9 @@ class TrainingRun:
             if not distribute.is_chief(self.strategy):  # evaluation is the chief's alone
                 distribute.remove_worker_folder(self.folder, self.strategy)
                 return self.record
-            return evaluate_after_training(self.folder, self.record, self.splits)
+            record = evaluate_after_training(self.folder, self.record, self.splits)
+            save_inference_model(self.folder)  # what `pcam predict` and a clone load
+            return record
         finally:
             if self.lock is not None:
                 release_lock(self.lock)
