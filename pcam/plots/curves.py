@@ -14,8 +14,12 @@ def _auc(record: dict, split: str) -> tuple[float, float, float] | None:
 
 
 def plot_curves(points: list[dict], path: str | Path | None = None):
-    """Two panels: ROC AUC against realised training minutes (every training patch),
-    and test ROC AUC against training patches (at the data curve's budget).
+    """Two panels: ROC AUC against the training budget (every training patch), and
+    test ROC AUC against training patches (at the data curve's budget).
+
+    The budget, not the realised minutes, is the x axis: it is what both models
+    were given (whole epochs planned from costs measured once); realised minutes
+    move with the machine's load and are in the table beside the figure.
 
     Args:
         points: `pcam.report.curves.curve_points` (model, budget, patches, record).
@@ -34,14 +38,13 @@ def plot_curves(points: list[dict], path: str | Path | None = None):
     for model in dict.fromkeys(p["model"] for p in points):
         colour = model_colour(model)
         mine = [p for p in points if p["model"] == model]
-        whole = sorted((p for p in mine if p["patches"] == full),
-                       key=lambda p: p["record"]["timings"]["train_seconds"])
+        whole = sorted((p for p in mine if p["patches"] == full), key=lambda p: p["budget"])
         for split, style, fill in (("test", "-", colour), ("valid", "--", "white")):
             xs, ys, lows, highs = [], [], [], []
             for p in whole:
                 found = _auc(p["record"], split)
                 if found:
-                    xs.append(p["record"]["timings"]["train_seconds"] / 60)
+                    xs.append(p["budget"])
                     ys.append(found[0])
                     lows.append(found[0] - found[1])
                     highs.append(found[2] - found[0])
@@ -60,12 +63,20 @@ def plot_curves(points: list[dict], path: str | Path | None = None):
         if xs:
             data_ax.errorbar(xs, ys, yerr=[lows, highs], fmt="o-", color=colour, capsize=3,
                              label=f"{model}, test")
+    budgets = sorted({p["budget"] for p in points if p["patches"] == full})
     budget_ax.set_xscale("log")
-    budget_ax.set(xlabel="training minutes (realised, log scale)", ylabel="ROC AUC",
+    budget_ax.set_xticks(budgets, [f"{b:g}" for b in budgets])
+    budget_ax.minorticks_off()
+    budget_ax.set(xlabel="training budget (minutes, log scale)", ylabel="ROC AUC",
                   title="Budget curve: every training patch")
-    data_ax.set_xscale("log", base=2)
-    data_ax.set(xlabel="training patches (log scale)", ylabel="test ROC AUC",
-                title=f"Data curve: {data_budget:g} minutes" if data_budget else "Data curve")
+    if shares:
+        data_ax.set_xscale("log", base=2)
+        data_ax.set(xlabel="training patches (log scale)", ylabel="test ROC AUC",
+                    title=f"Data curve: {data_budget:g} minutes")
+    else:  # no share of the patches complete yet: say so rather than draw empty axes
+        data_ax.set_axis_off()
+        data_ax.text(0.5, 0.5, "Data curve: no point on a share\nof the patches complete yet",
+                     ha="center", va="center", transform=data_ax.transAxes, color="#666666")
     for ax in (budget_ax, data_ax):
         ax.grid(color="#eeeeee")
         if ax.has_data():

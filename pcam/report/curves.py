@@ -155,6 +155,6 @@ def update_curves_block(text: str, folder: Path, images: Path, prefix: str,
     if points:
         plot_curves(points, images / "curves.png")
         block += (f"\n\n![Budget and data curves: valid and test ROC AUC against training "
-                  f"minutes and training patches]({prefix}/curves.png)")
+                  f"budget and training patches]({prefix}/curves.png)")
     return replace_block(text, block, name=name, markers=(START, END),
                          what="budget and data curves")
