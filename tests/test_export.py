@@ -142,11 +142,20 @@ def test_existing_out_is_refused(tmp_path, capsys):
     ("onnx", "m.tflite", (), "named *.onnx"),
     ("litert", "m.onnx", (), "named *.tflite"),
     ("onnx", "m.onnx", ("--quantize", "float16"), "for --format litert only"),
+    ("saved_model", "m.onnx", (), "a SavedModel is a folder, not a .onnx file"),
+    ("onnx", "nowhere/m.onnx", (), "a folder that does not exist"),
 ])
 def test_bad_arguments_are_refused(fmt, out, extra, says, tmp_path, capsys):
     assert _export(tmp_path / "no-run", fmt, tmp_path / out, *extra) == 2
     assert says in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_out_under_a_file_is_refused_before_any_work(tmp_path, capsys):
+    (tmp_path / "model.onnx").write_text("mine")
+    assert _export(tmp_path / "no-run", "onnx", tmp_path / "model.onnx" / "x.onnx") == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert (tmp_path / "model.onnx").read_text() == "mine"
 
 
 def test_mixed_precision_model_is_exported_as_its_float32_copy(tmp_path):

@@ -6,8 +6,10 @@ Pillow, the x file is the session's synthetic test split.
 """
 
 import csv
+import os
 import struct
 import zlib
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -241,7 +243,32 @@ def _bad_images(folder):
         "cmyk.jpg": (_save(folder / "cmyk.jpg", rgb, "CMYK"), "has mode CMYK, not RGB"),
         "junk.jpg": (folder / "junk.jpg", "cannot be read as an image"),
         "truncated.tif": (truncated, "cannot be read as an image"),
+        "pages.tif": (_multi_frame(folder / "pages.tif", rgb), "holds 2 frames"),
+        "animated.png": (_multi_frame(folder / "animated.png", rgb), "holds 2 frames"),
+        "trns.png": (_save_with(folder / "trns.png", rgb, transparency=(0, 0, 0)),
+                     "is RGB with a transparent colour"),
+        "rotated.jpg": (_rotated(folder / "rotated.jpg", rgb), "has EXIF orientation 6"),
+        "huge.png": (_save(folder / "huge.png", np.zeros((9000, 10000, 3), np.uint8)),
+                     "is 10000x9000 pixels, not 96x96"),  # past Pillow's bomb limit
     }
+
+
+def _multi_frame(path, rgb):
+    first, second = Image.fromarray(rgb), Image.fromarray(255 - rgb)
+    first.save(path, save_all=True, append_images=[second])
+    return path
+
+
+def _save_with(path, rgb, **info):
+    Image.fromarray(rgb).save(path, **info)
+    return path
+
+
+def _rotated(path, rgb):
+    exif = Image.Exif()
+    exif[274] = 6  # Orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(rgb).save(path, exif=exif)
+    return path
 
 
 def test_every_bad_patch_is_named_with_what_to_do(tmp_path):
@@ -328,11 +355,12 @@ def test_a_failure_midway_keeps_the_earlier_csv(run_dir, tmp_path, capsys):
         _save(src / f"p{i:02d}.png", _patch(i))
     (src / "zz_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     out_csv = tmp_path / "kept.csv"
-    out_csv.write_text("earlier results\n")
+    out_csv.write_text("id,source,probability,label\nearlier,results,0.5,1\n")
     code, _, err = _predict(capsys, run_dir, src, "--out", out_csv, "--batch-size", 4)
     assert code == 2
     assert f"error: {src / 'zz_corrupt.png'} cannot be read as an image" in err
-    assert out_csv.read_text() == "earlier results\n" and not stale_temps(out_csv)
+    assert out_csv.read_text() == "id,source,probability,label\nearlier,results,0.5,1\n"
+    assert not stale_temps(out_csv)
 
 
 def test_out_that_cannot_be_written_is_refused_first(run_dir, tmp_path, capsys):
@@ -343,6 +371,32 @@ def test_out_that_cannot_be_written_is_refused_first(run_dir, tmp_path, capsys):
     assert code == 2 and "is a folder; give a file name" in err
     code, _, err = _predict(capsys, run_dir, image, "--out", image)  # INPUT mistyped as --out
     assert code == 2 and "named like an image or HDF5 file" in err and image.exists()
+
+
+def test_out_replaces_only_an_earlier_output_of_predict(run_dir, tmp_path, capsys):
+    """A mistyped --out never destroys another file: a run's record, a meta CSV, ..."""
+    image = _save(tmp_path / "one.png", _patch(1))
+    for name, text in (("settings.json", '{"run": "x"}'), ("meta.csv", "coord_y,coord_x\n"),
+                       ("inference.keras", "PK")):
+        other = tmp_path / name
+        other.write_text(text)
+        code, _, err = _predict(capsys, run_dir, image, "--out", other)
+        assert code == 2 and "is not a CSV that pcam predict wrote" in err, name
+        assert other.read_text() == text
+    code, _, err = _predict(capsys, run_dir, image, "--out", "-")
+    assert code == 2 and "predict writes a file, not standard output" in err
+    code, _, err = _predict(capsys, run_dir, image, "--out", f"{tmp_path}/newdir/")
+    assert code == 2 and "names a folder, which does not exist" in err
+    assert not (tmp_path / "newdir").exists()
+
+
+def test_names_that_are_not_utf8_are_refused_before_scoring(tmp_path):
+    folder = tmp_path / "names"
+    folder.mkdir()
+    _save(folder / "ok.png", _patch(1))
+    _save(Path(os.fsdecode(os.fsencode(str(folder)) + b"/bad\xff.png")), _patch(2))
+    with pytest.raises(PCamError, match="not valid UTF-8, which the CSV cannot hold"):
+        find_patches(folder)
 
 
 def test_duplicate_ids_are_refused(tmp_path):
@@ -371,3 +425,16 @@ def test_batches_stream_only_what_is_in_flight(tmp_path, monkeypatch):
     assert len(decoded) <= 12  # this batch and the two read ahead, not all 40
     starts = [first.start] + [b.start for b in batches]
     assert starts == list(range(0, 40, 4)) and len(decoded) == 40
+
+
+def test_an_interrupted_predict_says_it_starts_again(monkeypatch, tmp_path, capsys):
+    """Ctrl-C: predict keeps nothing half-written and starts over; it does not resume."""
+    from pcam.app import commands
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(commands, "cmd_predict", interrupted)
+    assert main(["predict", "--run", "x", str(tmp_path)]) == 130
+    err = capsys.readouterr().err
+    assert "nothing was left half-written" in err and "resume" not in err

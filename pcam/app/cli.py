@@ -299,9 +299,14 @@ def _on_sigterm(signum, frame):
     raise _Terminated()
 
 
+# Commands that pick up where an interrupted run of them stopped.
+RESUMING = ("download", "train", "notebooks", "study", "demo")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit status: 0 done, 1 a check failed, 2 a user error (one `error:`
-    line), 130 Ctrl-C, 143 SIGTERM; after 130 or 143 the same command resumes a run."""
+    line), 130 Ctrl-C, 143 SIGTERM; after 130 or 143 the same command resumes a run
+    (`RESUMING`) or starts again."""
     args = build_parser().parse_args(argv)
     main_thread = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if main_thread else None
@@ -311,7 +316,11 @@ def main(argv: list[str] | None = None) -> int:
             check_mplbackend()
             return args.func(args)
     except KeyboardInterrupt as stop:  # papermill shuts the kernel down on its way out
-        print("interrupted; rerun the same command to resume", file=sys.stderr)
+        if args.command in RESUMING:
+            print("interrupted; rerun the same command to resume", file=sys.stderr)
+        else:  # these start over; what they write appears whole or not at all
+            print("interrupted; nothing was left half-written; rerun the same command to start "
+                  "again", file=sys.stderr)
         return 143 if isinstance(stop, _Terminated) else 130
     except Exception as error:
         if (message := user_message(error)) is None:  # a bug: a traceback, with the native lines

@@ -6,11 +6,17 @@ whose alpha is opaque everywhere, and 8-bit palette ("P") images without
 transparent pixels. Everything else is refused with one `PCamError` that names
 the file and says what to do: another size, greyscale, 16 bits per channel
 (Pillow would silently drop the low byte of a 16-bit RGB file, so the header is
-read for it), transparency, other modes (CMYK, YCbCr, ...), an unreadable file.
-Size and mode come from the header, before the pixels are decoded.
+read for it), transparency (an alpha channel, or a transparent colour in an RGB
+file), several frames (a multi-page TIFF, an animated PNG or GIF: which one is
+the patch?), an EXIF orientation other than upright (the stored pixels are not
+what a viewer shows), other modes (CMYK, YCbCr, ...), an unreadable file. Size,
+mode and frames come from the header, before the pixels are decoded, so an
+image of any size is refused by its size, never by Pillow's decompression-bomb
+limit.
 """
 
 import os
+import threading
 
 import numpy as np
 from PIL import Image
@@ -22,6 +28,7 @@ from pcam.data.spec import PATCH_SHAPE
 CONVERTED_MODES = ("RGBA", "P")  # converted to RGB when no pixel is transparent
 _GREY = ("1", "L", "LA", "La", "I", "F")
 _TIFF_BITS_PER_SAMPLE = 258
+_EXIF_ORIENTATION = 274
 _FIX = "convert it to a 96x96 8-bit RGB image or move it out of INPUT, then rerun"
 
 
@@ -42,7 +49,7 @@ def read_patch_image(path: str | os.PathLike) -> tuple[np.ndarray, str | None]:
     """
     name = shown(path)
     try:
-        with Image.open(path) as image:  # reads the header only
+        with _open_header(path) as image:  # reads the header only
             _check_header(image, name)
             mode = image.mode
             image.load()  # decodes fully: a truncated file fails here
@@ -82,6 +89,36 @@ def _check_header(image: Image.Image, name: str) -> None:
                         "of INPUT, then rerun")
     if mode != "RGB" and mode not in CONVERTED_MODES:
         raise PCamError(f"{name} has mode {mode}, not RGB; {_FIX}")
+    frames = getattr(image, "n_frames", 1)
+    if frames > 1:
+        raise PCamError(f"{name} holds {frames} frames (pages or an animation), not one patch; "
+                        "save each frame as its own file or move it out of INPUT, then rerun")
+    if mode == "RGB" and "transparency" in image.info:
+        raise PCamError(f"{name} is RGB with a transparent colour, so the tissue under those "
+                        "pixels is unknown; save it as RGB without transparency or move it out "
+                        "of INPUT, then rerun")
+    orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+    if orientation not in (0, 1):
+        raise PCamError(f"{name} has EXIF orientation {orientation} (shown rotated or mirrored, "
+                        "stored otherwise), so which way is the patch is ambiguous; save its "
+                        "pixels upright without the tag, or move it out of INPUT, then rerun")
+
+
+_OPEN = threading.Lock()
+
+
+def _open_header(path: str | os.PathLike) -> Image.Image:
+    """`Image.open` without Pillow's decompression-bomb limit, which would refuse a very
+    large image before the size check can say what is wrong with it (only the header
+    is read; a patch is decoded only once it is known to be 96x96). The limit is
+    lifted under a lock, so threads reading ahead cannot leave it lifted."""
+    with _OPEN:
+        limit = Image.MAX_IMAGE_PIXELS
+        Image.MAX_IMAGE_PIXELS = None
+        try:
+            return Image.open(path)
+        finally:
+            Image.MAX_IMAGE_PIXELS = limit
 
 
 def _bits_per_channel(image: Image.Image) -> int:

@@ -125,8 +125,10 @@ def find_patches(path: str | os.PathLike) -> UserPatches:
         raise PCamError(f"{shown(path)} is compressed as a whole (the .gz download): unpack it "
                         f"first (`gunzip -k {shown(path)}`) and give the .h5 file")
     if suffix in IMAGE_SUFFIXES:
+        _check_name(path.parent, path.name)
         return UserPatches("image", path, 1, files=[path.name])
     if suffix in HDF5_SUFFIXES or h5py.is_hdf5(path):
+        _check_name(path.parent, path.name)
         return _x_file(path)
     raise PCamError(f"{shown(path)} is neither an image ({', '.join(IMAGE_SUFFIXES)}) nor an "
                     f"HDF5 file; give {INPUTS}")
@@ -225,6 +227,7 @@ def _folder(root: Path) -> UserPatches:
             elif what := not_a_file(os.path.join(folder, name)):
                 skipped.append(f"{shown(rel)} ({what})")
             else:
+                _check_name(root, rel)
                 files.append(rel)
     if not files:
         hint = (f"; for its HDF5 files give one x file as INPUT, e.g. {shown(root / h5_files[0])}"
@@ -252,6 +255,26 @@ def _folder(root: Path) -> UserPatches:
     return patches
 
 
+_LOCKED = ("{} is open for writing in another program (HDF5 locks it), not damaged; close "
+           "that program, or set HDF5_USE_FILE_LOCKING=FALSE to read it anyway, then rerun")
+
+
+def _locked(error: OSError) -> bool:
+    """Whether h5py could not open a file because another process holds its lock."""
+    return "unable to lock file" in str(error).lower()
+
+
+def _check_name(root: Path, rel: str) -> None:
+    """`PCamError` for a file name that is not valid UTF-8: it would be its patch's id in
+    the CSV (found before any patch is scored, not when its row is written)."""
+    try:
+        rel.encode("utf-8")
+    except UnicodeEncodeError:
+        raise PCamError(f"{ascii(str(root / rel))} has a name that is not valid UTF-8, which the "
+                        "CSV cannot hold as its id; rename it (or move it out of INPUT), then "
+                        "rerun") from None
+
+
 def _check_unique_ids(root: Path, files: list[str]) -> None:
     """`PCamError` when two files differ only in their suffix (the same id)."""
     seen: dict[str, str] = {}
@@ -270,6 +293,8 @@ def _x_file(path: Path) -> UserPatches:
     try:
         h5 = h5py.File(path, "r")
     except OSError as error:
+        if _locked(error):
+            raise PCamError(_LOCKED.format(shown(path))) from None
         reason = str(error).split("(")[-1].rstrip(")") or str(error)
         raise PCamError(f"{shown(path)} is not a readable HDF5 file ({reason}): it is truncated, "
                         "corrupt or not HDF5; copy or download it again") from None
@@ -321,6 +346,8 @@ def _read_y(y_path: Path, x_path: Path, count: int) -> np.ndarray:
                                 f"1) or (N,) (one label per patch); {fix}")
             labels = read_block(y, y_path, 0, y.shape[0], "labels").reshape(-1)
     except OSError as error:
+        if _locked(error):
+            raise PCamError(_LOCKED.format(shown(y_path))) from None
         raise PCamError(f"{shown(y_path)} is not a readable HDF5 file ({error}); {fix}") from None
     if labels.size != count:
         raise PCamError(f"{shown(y_path)} holds {labels.size} labels but {shown(x_path)} holds "

@@ -189,7 +189,8 @@ def check_out(fmt: str, out, *, quantize: str | None = None, overwrite: bool = F
     """`out` as a path, after checking the arguments; `PCamError` saying what is wrong.
 
     Refused: an unknown format or quantisation, a file name without the
-    format's suffix, an existing `out` without `overwrite`, and with it
+    format's suffix (a SavedModel folder named like a file), a parent that is
+    not a writable folder, an existing `out` without `overwrite`, and with it
     anything but an earlier export of the same format (never a folder of
     other files).
     """
@@ -202,6 +203,16 @@ def check_out(fmt: str, out, *, quantize: str | None = None, overwrite: bool = F
     suffix = SUFFIXES.get(fmt)
     if suffix and out.suffix != suffix:
         raise PCamError(f"--out {out}: a {fmt} file is named *{suffix}, e.g. {out.stem}{suffix}")
+    if not suffix and out.suffix.lower() in (*SUFFIXES.values(), ".keras", ".h5", ".pb"):
+        raise PCamError(f"--out {out}: a SavedModel is a folder, not a {out.suffix} file; give a "
+                        f"folder name, e.g. {out.with_suffix('')}")
+    parent = out.parent
+    if not parent.is_dir():  # checked before the test split is scored
+        what = "a file, not a folder" if parent.exists() else "a folder that does not exist"
+        raise PCamError(f"--out {out}: {parent} is {what}; give --out in an existing folder")
+    if not os.access(parent, os.W_OK):
+        raise PCamError(f"--out {out}: the folder {parent} is not writable; give --out in a "
+                        "folder you can write to")
     if not os.path.lexists(out):
         return out
     if not overwrite:

@@ -256,15 +256,44 @@ def _threshold(record: dict) -> dict:
 
 
 def _out_path(out: str | os.PathLike | None) -> Path:
-    """The CSV to write, checked before any work: a file name in an existing folder."""
-    path = Path(out if out is not None else DEFAULT_OUT).expanduser()
+    """The CSV to write, checked before any work: a file name in an existing folder that
+    is new, or an earlier output of `pcam predict` (its header says so).
+
+    Any other existing file (a run's record.json or model, a meta CSV beside the
+    data) is refused: a mistyped --out must not destroy it.
+    """
+    if out is not None and str(out) == "-":
+        raise PCamError("--out -: predict writes a file, not standard output; give a file name, "
+                        f"e.g. {DEFAULT_OUT}")
+    text = str(out if out is not None else DEFAULT_OUT)
+    path = Path(text).expanduser()
     if what := not_a_file(path):
         raise PCamError(f"--out {shown(path)} is {what}; give a file name, e.g. "
                         f"{shown(path / DEFAULT_OUT) if what == 'a folder' else DEFAULT_OUT}")
+    if text.endswith(("/", os.sep)):
+        raise PCamError(f"--out {text} names a folder, which does not exist; give a file name, "
+                        f"e.g. {text}{DEFAULT_OUT} (after creating the folder)")
     if not path.parent.is_dir():
         raise PCamError(f"--out {shown(path)}: the folder {shown(path.parent)} does not exist; "
                         "create it or give another --out")
+    if not os.access(path.parent, os.W_OK):
+        raise PCamError(f"--out {shown(path)}: the folder {shown(path.parent)} is not writable; "
+                        "give --out a file in a folder you can write to")
     if path.suffix.lower() in IMAGE_SUFFIXES + HDF5_SUFFIXES:  # an INPUT file, mistyped
         raise PCamError(f"--out {shown(path)} is named like an image or HDF5 file, which the CSV "
                         "would replace; give a .csv file name")
+    if path.exists() and not _earlier_output(path):
+        raise PCamError(f"--out {shown(path)} exists and is not a CSV that pcam predict wrote "
+                        "(its first line is not predict's header), so it is left as it is; give "
+                        "another --out, or move that file away first")
     return path
+
+
+def _earlier_output(path: Path) -> bool:
+    """Whether `path` starts with one of predict's headers (`id,source,...` or `id,label`)."""
+    try:
+        with open(path, encoding="utf-8", errors="replace") as file:
+            first = file.readline(4096).rstrip("\r\n")
+    except OSError:
+        return False
+    return first.startswith("id,source,") or first == "id,label"
