@@ -297,6 +297,9 @@ def _stale_temps(env: Env) -> None:
 
 
 # (case, make the fault, call, exit code, one-line message regex, files allowed to change)
+# What a command that starts over (report, predict, ...) says when interrupted.
+_STARTS_AGAIN = r"^interrupted; nothing was left half-written; rerun the same command to start again$"
+
 CASES = [
     # Settings: non-finite numbers fail before anything runs.
     ("learning rate inf", None, _cli(lambda e: ["train", "--model", "mobilenet", "--run", "r",
@@ -414,9 +417,9 @@ CASES = [
     ("report ignores external scores", None, _fn(_external_in_report), 0, None, ()),
     # Signals and file-system errors end in one line.
     ("SIGTERM", lambda e: e.monkeypatch.setattr("pcam.app.commands.cmd_report", _terminated_report),
-     _cli(lambda e: ["report"]), 143, r"^interrupted; rerun the same command to resume$", ()),
+     _cli(lambda e: ["report"]), 143, _STARTS_AGAIN, ()),
     ("Ctrl-C", lambda e: e.monkeypatch.setattr("pcam.app.commands.cmd_report", _interrupted_report),
-     _cli(lambda e: ["report"]), 130, r"^interrupted; rerun the same command to resume$", ()),
+     _cli(lambda e: ["report"]), 130, _STARTS_AGAIN, ()),
     ("OSError", lambda e: e.monkeypatch.setattr("pcam.app.commands.cmd_report", _disk_full_report),
      _cli(lambda e: ["report"]), 2, r"^error: No space left on device \(README\.md\); fix it", ()),
 ]
