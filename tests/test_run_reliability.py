@@ -296,10 +296,11 @@ def _stale_temps(env: Env) -> None:
     env.notes["temps"] = True
 
 
-# (case, make the fault, call, exit code, one-line message regex, files allowed to change)
 # What a command that starts over (report, predict, ...) says when interrupted.
-_STARTS_AGAIN = r"^interrupted; nothing was left half-written; rerun the same command to start again$"
+_STARTS_AGAIN = (r"^interrupted; nothing was left half-written; rerun the same command to start "
+                 r"again$")
 
+# (case, make the fault, call, exit code, one-line message regex, files allowed to change)
 CASES = [
     # Settings: non-finite numbers fail before anything runs.
     ("learning rate inf", None, _cli(lambda e: ["train", "--model", "mobilenet", "--run", "r",
