@@ -167,7 +167,10 @@ def test_cli_report(two_runs):
     assert "mobilenet test" in readme.read_text()
 
 
-def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("model_file", ["checkpoints/best.keras", "inference.keras"])
+def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch, capsys,
+                                                          model_file):
+    """From the best checkpoint, or from the inference model a clone carries."""
     import numpy as np
     from test_gradcam import _dark_blob_model, _patches_with_blobs
 
@@ -177,8 +180,8 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch,
 
     results = tmp_path / "results"
     run_dir = make_run(results, "tiny", "mobilenet", n=24)
-    (run_dir / "checkpoints").mkdir()
-    _dark_blob_model().save(run_dir / "checkpoints" / "best.keras")
+    (run_dir / model_file).parent.mkdir(exist_ok=True)
+    _dark_blob_model().save(run_dir / model_file)
     with np.load(run_dir / "predictions" / "test.npz") as npz:
         labels = npz["y_true"]
     images = _patches_with_blobs([(20, 20 + 2 * i) for i in range(len(labels))])

@@ -58,10 +58,14 @@ def _recorded_split(record: dict, name: str):
 
 
 def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list[str]:
-    """Model diagram and Grad-CAM grid from the best checkpoint; notes on what was skipped."""
+    """Model diagram and Grad-CAM grid from the run's model (its committed inference model,
+    else its best checkpoint); notes on what was skipped."""
+    from pcam.models import BEST_CHECKPOINT, INFERENCE_MODEL
+
     name = plots.slug(record["model"])
-    best = (record.get("checkpoints") or {}).get("best") or "checkpoints/best.keras"
-    checkpoint = run_dir / best
+    best = (record.get("checkpoints") or {}).get("best") or BEST_CHECKPOINT
+    checkpoint = next((path for path in (run_dir / INFERENCE_MODEL, run_dir / best)
+                       if path.exists()), run_dir / best)
     if not checkpoint.exists():  # one line per figure: which, and the file it needs
         return [f"{record['run']}: {record['model']} {title} ({display_path(figure)}) needs "
                 f"{display_path(checkpoint)}, which is missing (checkpoints are not committed); "

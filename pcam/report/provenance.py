@@ -9,7 +9,8 @@ drawn from a run's checkpoint are marked, since checkpoints are not committed.
 from pcam.core.errors import PCamError
 
 NEEDS_CHECKPOINT = ("needs the run's checkpoint (not committed): `pcam report` redraws it "
-                    "where `results/<run>/checkpoints/best.keras` exists and otherwise keeps "
+                    "where `results/<run>/inference.keras` or `checkpoints/best.keras` exists "
+                    "and otherwise keeps "
                     "the file an earlier report drew")
 
 
