@@ -24,13 +24,15 @@ _ROWS = (("ROC AUC", "roc_auc", None), ("accuracy", "accuracy", "at"),
 def model_card(record: dict, run_dir: Path, results: Path | None = None) -> str:
     """The card of the run in `run_dir` (Markdown), from `record` alone.
 
-    Paths in it are as the project lays runs out (`results/<run>`, relative to
-    `results`, the records folder, when given), so a card reads the same
-    wherever the folder sits.
+    Paths in it are relative to the project (`results/demo/mobilenet-demo`); a
+    run outside the project is named as the project would hold it
+    (`results/<run>`, relative to `results`, the records folder, when given), so
+    a card reads the same wherever a copy of the folder sits.
     """
     run, model = record.get("run", Path(run_dir).name), record.get("model", "?")
-    where = (f"results/{Path(run_dir).relative_to(results).as_posix()}" if results is not None
-             else display_path(run_dir))
+    where = display_path(run_dir)
+    if where.startswith("<external>") and results is not None:
+        where = f"results/{Path(run_dir).relative_to(results).as_posix()}"
     config, backbone = record.get("config") or {}, record.get("backbone") or {}
     data = record.get("data") or {}
     info = data.get("info") or {}
