@@ -438,3 +438,24 @@ def test_an_interrupted_predict_says_it_starts_again(monkeypatch, tmp_path, caps
     assert main(["predict", "--run", "x", str(tmp_path)]) == 130
     err = capsys.readouterr().err
     assert "nothing was left half-written" in err and "resume" not in err
+
+
+def test_the_committed_mobilenet_scores_patches_in_a_fresh_clone(tmp_path, capsys):
+    """The published MobileNet's inference model is committed with its run, so a clone
+    scores patches without training: the model loads and its probabilities are real."""
+    from pcam.core.paths import PROJ_ROOT
+
+    committed = sorted(PROJ_ROOT.glob("results/**/inference.keras"))
+    assert committed, "no run's inference.keras is committed"
+    for model_file in committed:
+        run = model_file.parent
+        folder = tmp_path / run.name
+        for i in range(4):
+            _save(folder / f"p{i}.png", _patch(i))
+        out = tmp_path / f"{run.name}.csv"
+        code, stdout, err = _predict(capsys, run, folder, "--out", out)
+        assert code == 0, err
+        rows = _rows(out)
+        assert [r["id"] for r in rows] == [f"p{i}" for i in range(4)]
+        assert all(0.0 <= float(r["probability"]) <= 1.0 for r in rows)
+        assert len({r["probability"] for r in rows}) > 1  # a trained model, not a constant
