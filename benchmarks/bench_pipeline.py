@@ -18,11 +18,10 @@ passes; peak RSS is the process's maximum resident set (ru_maxrss).
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
-from common import peak_rss_mb, time_repeats  # also puts pcam on sys.path
+from common import peak_rss_mb, run_child, time_repeats  # also puts pcam on sys.path
 
 METHODS = ("stream", "stream+augment", "per-sample", "in-memory")
 
@@ -102,13 +101,7 @@ def _run_child(method: str, args: argparse.Namespace) -> dict | None:
                "--repeats", str(args.repeats), "--per-sample-limit", str(args.per_sample_limit)]
     if args.max_samples is not None:
         command += ["--max-samples", str(args.max_samples)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        noise = ("I0000", "WARNING: All log", "oneDNN", "cuda", "cpu_feature_guard", "To enable")
-        lines = [line for line in done.stderr.splitlines() if not line.startswith(noise)]
-        print(f"{method}: failed\n" + "\n".join(lines[-15:]), file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(method, command)
 
 
 def _parse(argv=None) -> argparse.Namespace:

@@ -28,12 +28,11 @@ its patches as .tif files) are written to a temporary folder, or to `--work DIR`
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from common import machine, median, peak_rss_mb, table, time_repeats  # pcam on sys.path
+from common import machine, median, peak_rss_mb, run_child, table, time_repeats  # pcam on sys.path
 
 METHODS = ("evaluate x file", "predict x file", "predict folder")
 
@@ -92,13 +91,7 @@ def _run_child(method: str, args: argparse.Namespace) -> dict | None:
     command = [sys.executable, __file__, "--child", method, "--work", str(args.work),
                "--alpha", str(args.alpha), "--batch-size", str(args.batch_size),
                "--repeats", str(args.repeats)]
-    done = subprocess.run(command, capture_output=True, text=True)
-    if done.returncode != 0:
-        noise = ("I0000", "WARNING: All log", "oneDNN", "cuda", "cpu_feature_guard", "To enable")
-        lines = [line for line in done.stderr.splitlines() if not line.startswith(noise)]
-        print(f"{method}: failed\n" + "\n".join(lines[-15:]), file=sys.stderr)
-        return None
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_child(method, command)
 
 
 def _parse(argv=None) -> argparse.Namespace:

@@ -5,10 +5,12 @@ so this folder is on `sys.path`); importing it also puts the repository root
 on `sys.path`, so `pcam` imports without an installed package.
 """
 
+import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -87,6 +89,18 @@ def table(rows: Sequence[dict], columns: Sequence[tuple[str, str, str]]) -> str:
                        for i, (c, w) in enumerate(zip(line, widths, strict=True)))
              for line in cells]
     return "\n".join(lines)
+
+
+def run_child(name: str, command: Sequence[str]) -> dict | None:
+    """Run a benchmark's child process (its own peak RSS); its last stdout line as JSON, or
+    None after printing its error (TensorFlow's start-up lines left out)."""
+    done = subprocess.run(list(command), capture_output=True, text=True)
+    if done.returncode != 0:
+        noise = ("I0000", "WARNING: All log", "oneDNN", "cuda", "cpu_feature_guard", "To enable")
+        lines = [line for line in done.stderr.splitlines() if not line.startswith(noise)]
+        print(f"{name}: failed\n" + "\n".join(lines[-15:]), file=sys.stderr)
+        return None
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _keras_version() -> str:
