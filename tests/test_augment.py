@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import tensorflow as tf
+from augment_reference import reference_augment
 from skimage.color import rgb2hed
 
 from pcam.data import augment
@@ -76,10 +77,13 @@ def test_hed_conversion_matches_skimage_and_zero_jitter_is_identity():
     ours = augment._rgb_to_hed(tf.constant(x / 255.0, tf.float32)).numpy()
     np.testing.assert_allclose(np.maximum(ours, 0), rgb2hed(x), atol=1e-5)
     seed = tf.constant([1, 2], tf.int64)
-    same = augment._hed(tf.constant(x), seed, alpha=0.0, beta=0.0).numpy()
-    assert np.abs(same.astype(int) - x).max() <= 1
-    jittered = augment._hed(tf.constant(x), seed, alpha=0.3, beta=0.05).numpy()
-    assert np.abs(jittered.astype(int) - x).mean() > 2
+    xf = tf.constant(x, tf.float32)
+    same = augment._hed(xf, tf.ones([4, 3]), tf.zeros([4, 3])).numpy()
+    assert np.abs(same - x).max() <= 1
+    scale = tf.random.stateless_uniform([4, 3], seed, 0.7, 1.3)
+    offset = tf.random.stateless_uniform([4, 3], seed + 1, -0.05, 0.05)
+    jittered = augment._hed(xf, scale, offset).numpy()
+    assert np.abs(jittered - x).mean() > 2
 
 
 def test_same_seed_same_output():
@@ -124,3 +128,56 @@ def test_augmentation_examples_for_the_figure():
     assert np.array_equal(examples["original"], patch)
     for name, img in examples.items():
         assert img.shape == (96, 96, 3) and img.dtype == np.uint8, name
+
+
+def _tissue(n=32):
+    """Real-looking H&E patches (the synthetic generator), not uniform noise."""
+    from pcam.data.synthetic import make_patches
+
+    return make_patches(n, seed=3)[0]
+
+
+ALL_AND_EACH = [[n] for n in AUGMENTATIONS] + [list(AUGMENTATIONS)]
+
+
+@pytest.mark.parametrize("jit", [False, True])
+@pytest.mark.parametrize("names", ALL_AND_EACH)
+def test_fused_augmentation_matches_the_step_by_step_reference(names, jit):
+    """Same draws, same patches: geometry exactly, colour to within one grey level."""
+    if jit and not augment.xla_available():
+        pytest.skip("XLA does not run here")
+    x = tf.constant(_tissue())
+    fused = augment.build_augmenter(names, seed=0, jit=jit)
+    for s in range(4):
+        seed = tf.constant([s, 7], tf.int64)
+        ours = fused(x, seed=seed).numpy().astype(int)
+        ref = reference_augment(x, seed, names).numpy().astype(int)
+        diff = np.abs(ours - ref)
+        if set(names) <= {"dihedral", "shift"}:
+            assert diff.max() == 0
+        else:
+            assert diff.max() <= 1 and (diff > 0).mean() < 1e-3
+
+
+def test_fused_augmentation_has_the_reference_distribution():
+    """Channel means, spreads and grey-level histograms over many draws agree."""
+    x = tf.constant(_tissue(64))
+    names = list(AUGMENTATIONS)
+    fused = augment.build_augmenter(names, seed=0)
+    ours, ref = [], []
+    for s in range(16):
+        seed = tf.constant([s, 11], tf.int64)
+        ours.append(fused(x, seed=seed).numpy())
+        ref.append(reference_augment(x, seed, names).numpy())
+    ours, ref = np.concatenate(ours).astype(float), np.concatenate(ref).astype(float)
+    np.testing.assert_allclose(ours.mean(axis=(0, 1, 2)), ref.mean(axis=(0, 1, 2)), atol=0.05)
+    np.testing.assert_allclose(ours.std(axis=(0, 1, 2)), ref.std(axis=(0, 1, 2)), atol=0.05)
+    for c in range(3):
+        h_ours = np.bincount(ours[..., c].astype(int).ravel(), minlength=256) / ours[..., c].size
+        h_ref = np.bincount(ref[..., c].astype(int).ravel(), minlength=256) / ref[..., c].size
+        assert np.abs(h_ours - h_ref).sum() < 2e-3  # total variation distance
+
+
+def test_jit_setting_checked():
+    with pytest.raises(ValueError, match="jit"):
+        augment.build_augmenter(["hed"], jit="yes")
