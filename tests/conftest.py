@@ -7,12 +7,15 @@ says so with `invalid_record_ok`.
 """
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# Precision choices ("auto") are cached per test session, never in the user's cache.
+os.environ["PCAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="pcam-test-cache-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -33,7 +33,8 @@ def _config(run: str, model: str, epochs: int, seed: int, published: bool) -> di
 
 def _distribution(config: dict) -> dict:
     return {"strategy": "default (one device)", "replicas": 1, "workers": 1,
-            "precision": config["precision"], "per_replica_batch": config["batch_size"],
+            "precision": "float32" if config["precision"] == "auto" else config["precision"],
+            "per_replica_batch": config["batch_size"],
             "global_batch": config["batch_size"], "learning_rate": config["learning_rate"],
             "finetune_learning_rate": config["finetune_learning_rate"],
             "rule": "global batch = batch_size x replicas; learning rates x replicas"}

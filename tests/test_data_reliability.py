@@ -276,7 +276,7 @@ def test_training_refuses_before_any_epoch(tmp_path, make, cap, message):
     make(tmp_path)
     config = TrainConfig(model="mobilenet", run="r", data_dir=str(tmp_path / "d"), alpha=0.25,
                          weights=None, epochs=1, head_epochs=0, batch_size=8, augment=(),
-                         tta=False, max_samples=cap)
+                         tta=False, max_samples=cap, precision="float32")
     with pytest.raises(PCamError, match=message):
         start_run(config, results=tmp_path / "results")
     assert not list(tmp_path.rglob("record.json"))  # no run was started

@@ -406,7 +406,7 @@ def test_broken_dataset_json_refused_alike_by_check_and_training(tmp_path, capsy
     [line] = capsys.readouterr().err.splitlines()
     assert line.startswith("error: ") and str(tmp_path / "dataset.json") in line
     splits = {name: open_split(tmp_path, name) for name in SPLITS}
-    config = TrainConfig(model="mobilenet", run="r", data_dir=str(tmp_path))
+    config = TrainConfig(model="mobilenet", run="r", data_dir=str(tmp_path), precision="float32")
     with pytest.raises(PCamError) as error:  # what training builds its record from
         data_section(config, tmp_path, splits)
     assert f"error: {error.value}" == line

@@ -89,7 +89,7 @@ WORKER = textwrap.dedent("""
     config = TrainConfig(model="mobilenet", alpha=0.25, weights=None, run="mw", data_dir=data_dir,
                          epochs=1, head_epochs=0, batch_size=8, max_samples=64,
                          max_eval_samples=32, head_units=(8,), augment=(), tta=False,
-                         learning_rate=1e-3)
+                         learning_rate=1e-3, precision="float32")
     # The recipe of tests/recipe.py, around the stand-in model.
     run = start_run(config, results=results, verbose=0)
     with run.scope():
@@ -144,7 +144,7 @@ def test_scale_config_follows_the_linear_rule():
 
 def test_describe_records_effective_values_on_one_device():
     config = TrainConfig(batch_size=32, learning_rate=2e-3, precision="mixed_bfloat16")
-    entry = distribute.describe(distribute.make_strategy("none"), config)
+    entry = distribute.describe(distribute.make_strategy("none"), config, "mixed_bfloat16")
     assert entry["strategy"] == "default (one device)"
     assert entry["replicas"] == 1 and entry["workers"] == 1
     assert entry["global_batch"] == 32 and entry["learning_rate"] == 2e-3

@@ -52,7 +52,7 @@ def run_folder(tmp_path_factory, model, synthetic_data_dir):
     (folder / "checkpoints").mkdir(parents=True)
     model.save(folder / "checkpoints" / "best.keras")
     config = TrainConfig(model="mobilenet", run="run", data_dir=str(synthetic_data_dir),
-                         epochs=2, head_epochs=1, alpha=0.25, weights=None)
+                         epochs=2, head_epochs=1, alpha=0.25, weights=None, precision="float32")
     splits = {s: open_split(synthetic_data_dir, s) for s in ("train", "valid", "test")}
     record = records.new_record(
         config=config.to_dict(), backbone={"recipe": "transfer", "preprocessing": "x / 127.5 - 1"},

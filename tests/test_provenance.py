@@ -37,7 +37,7 @@ def test_record_keeps_the_sha256_of_the_weights_file(tmp_path, synthetic_data_di
 
     config = TrainConfig(model="mobilenet", run="w", data_dir=str(synthetic_data_dir),
                          alpha=0.5, weights=str(DEMO_WEIGHTS), epochs=1, head_epochs=0,
-                         max_samples=32, max_eval_samples=32)
+                         max_samples=32, max_eval_samples=32, precision="float32")
     run = start_run(config, results=tmp_path, verbose=0)
     release_lock(run.lock)
     backbone = records.read_record(tmp_path / "w")["backbone"]

@@ -69,7 +69,7 @@ def test_run_training_checks_results_before_training(tmp_path, synthetic_data_di
     blocker = tmp_path / "results"
     blocker.write_text("")
     config = TrainConfig(model="mobilenet", run="r", data_dir=str(synthetic_data_dir),
-                         weights=None, alpha=0.25)
+                         weights=None, alpha=0.25, precision="float32")
     with pytest.raises(PCamError, match="cannot write to the results folder .*PCAM_RESULTS_DIR"):
         start_run(config, results=blocker)
 
@@ -99,7 +99,8 @@ def test_bad_model_setting_writes_no_record(tmp_path, synthetic_data_dir):
 
     with pytest.raises(PCamError, match="resnet50 trains from scratch, so weights must stay"):
         start_run(TrainConfig(model="resnet50", run="r", data_dir=str(synthetic_data_dir),
-                              head_epochs=0, weights="imagenet"), results=tmp_path)
+                              head_epochs=0, weights="imagenet",
+                              precision="float32"), results=tmp_path)
     assert not (tmp_path / "r" / "record.json").exists()
 
 

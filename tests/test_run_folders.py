@@ -271,7 +271,8 @@ def test_two_trains_started_together_one_trains_and_its_folder_stays(tmp_path,
 def _config(data: Path) -> TrainConfig:
     return TrainConfig(model="mobilenet", run="r", data_dir=str(data), alpha=0.25,
                        weights=None, head_units=(4,), epochs=2, head_epochs=0, batch_size=16,
-                       max_samples=32, max_eval_samples=32, augment=(), tta=False)
+                       max_samples=32, max_eval_samples=32, augment=(), tta=False,
+                       precision="float32")
 
 
 def _interrupted(results: Path, data: Path) -> Path:
@@ -450,7 +451,8 @@ from pcam.core.errors import PCamError
 from pcam.train.session import start_run
 config = TrainConfig(model="mobilenet", run="r", data_dir=sys.argv[2], alpha=0.25,
                      weights=None, head_units=(4,), epochs=1, head_epochs=0, batch_size=16,
-                     max_samples=32, max_eval_samples=32, augment=(), tta=False)
+                     max_samples=32, max_eval_samples=32, augment=(), tta=False,
+                     precision="float32")
 try:
     run = start_run(config, results=sys.argv[1], verbose=0)
 except PCamError as error:
@@ -701,7 +703,7 @@ def test_demo_rerun_with_other_settings_refuses_to_keep_the_old_run(tmp_path):
     from pcam.run.config import TrainConfig
 
     config = TrainConfig.for_model("resnet50", run="resnet50-demo", epochs=5, batch_size=32,
-                                   augment=("dihedral", "shift"), seed=0)
+                                   augment=("dihedral", "shift"), seed=0, precision="float32")
     make_run(tmp_path, "resnet50-demo", "resnet50", published=False)
     before = (tmp_path / "resnet50-demo" / "record.json").read_bytes()
     with pytest.raises(PCamError, match=r"run resnet50-demo is complete with other settings "
@@ -723,7 +725,7 @@ def test_data_rewritten_while_a_run_trains_is_not_scored(tmp_path):
     data = tmp_path / "data"
     write_synthetic(data, sizes={"train": 64, "valid": 32, "test": 32}, seed=1)
     config = TrainConfig.for_model("mobilenet", run="r", data_dir=str(data), weights=None,
-                                   alpha=0.25, batch_size=16)
+                                   alpha=0.25, batch_size=16, precision="float32")
     set_seed_and_precision(config)
     run = start_run(config, results=tmp_path / "results")
     release_lock(run.lock)

@@ -49,7 +49,8 @@ README = f"# Title\n\n{START}\n| metric | mobilenet train | resnet50 train |\nke
 def _config(data: Path, run: str = "r", **changes) -> TrainConfig:
     settings = dict(model="mobilenet", run=run, data_dir=str(data), alpha=0.25, weights=None,
                     head_units=(4,), dropout=0.0, epochs=2, head_epochs=0, batch_size=16,
-                    max_samples=32, max_eval_samples=32, augment=(), tta=False, seed=0)
+                    max_samples=32, max_eval_samples=32, augment=(), tta=False, seed=0,
+                    precision="float32")
     return TrainConfig(**{**settings, **changes})
 
 

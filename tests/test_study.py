@@ -142,7 +142,7 @@ def test_a_fraction_of_an_epoch_trains_that_many_batches(tmp_path, synthetic_dat
     from pcam.train.session import start_run
 
     config = TrainConfig.for_model("resnet50", run="r", data_dir=str(synthetic_data_dir),
-                                   batch_size=16, steps_per_epoch=5)
+                                   batch_size=16, steps_per_epoch=5, precision="float32")
     run = start_run(config, results=tmp_path)
     try:
         assert run.steps_per_epoch == 5

@@ -24,7 +24,7 @@ def _config(data_dir, run, **changes):
     settings = dict(model="mobilenet", run=run, data_dir=str(data_dir), alpha=0.25, weights=None,
                     head_units=(16,), dropout=0.1, epochs=3, head_epochs=0, batch_size=16,
                     max_samples=64, max_eval_samples=64, learning_rate=3e-3, augment=(),
-                    tta=False, seed=1, deterministic=True, patience=5)
+                    tta=False, seed=1, deterministic=True, patience=5, precision="float32")
     return TrainConfig(**{**settings, **changes})
 
 

@@ -1,7 +1,8 @@
 """Project folders, all derived from the repository root.
 
-`PCAM_DATA_DIR` overrides the data folder and `PCAM_RESULTS_DIR` the results
-folder; nothing else in the package hard-codes a path.
+`PCAM_DATA_DIR` overrides the data folder, `PCAM_RESULTS_DIR` the results
+folder and `PCAM_CACHE_DIR` the per-machine cache; nothing else in the package
+hard-codes a path.
 """
 
 import os
@@ -74,6 +75,15 @@ def results_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder of run records: `path`, else `$PCAM_RESULTS_DIR`, else `results/`."""
     if path is None:
         path = os.environ.get("PCAM_RESULTS_DIR") or PROJ_ROOT / "results"
+    return Path(path).expanduser()
+
+
+def cache_dir() -> Path:
+    """Per-machine cache (measured precision choices): `$PCAM_CACHE_DIR`, else
+    `$XDG_CACHE_HOME/pcam`, else `~/.cache/pcam`. Deleting it only costs re-measuring."""
+    path = os.environ.get("PCAM_CACHE_DIR")
+    if not path:
+        path = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pcam"
     return Path(path).expanduser()
 
 

@@ -121,8 +121,9 @@ class TrainConfig:
     deterministic: bool = _field(False, "TensorFlow op determinism (slower)")
     strategy: str = _field("auto", "tf.distribute strategy: auto, none, mirrored or "
                                    "multiworker")
-    precision: str = _field("float32", "Keras dtype policy: float32, mixed_float16 or "
-                                       "mixed_bfloat16")
+    precision: str = _field("auto", "Keras dtype policy: float32, mixed_float16, "
+                                    "mixed_bfloat16, or auto (the faster of float32 and the "
+                                    "hardware's 16-bit policy for this model, timed)")
     published: bool = _field(False, "put this run in the README table (`python -m pcam "
                                     "report`)")
 

@@ -25,7 +25,7 @@ from pcam.data.spec import AUGMENTATIONS
 # The backbones (`pcam.run.config.BACKBONE_DEFAULTS` has one entry for each).
 MODELS = ("mobilenet", "resnet50")
 STRATEGIES = ("auto", "none", "mirrored", "multiworker")
-PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 SCHEDULES = ("cosine", "plateau", "constant")
 
 # The ranges the libraries accept. Counts (epochs, batches, patches, layers) stay

@@ -176,15 +176,19 @@ def scale_config(config: TrainConfig, replicas: int) -> TrainConfig:
                           finetune_learning_rate=config.finetune_learning_rate * replicas)
 
 
-def describe(strategy: tf.distribute.Strategy, config: TrainConfig) -> dict:
-    """The record's "distribution" entry: strategy, replicas and effective values."""
+def describe(strategy: tf.distribute.Strategy, config: TrainConfig, policy: str) -> dict:
+    """The record's "distribution" entry: strategy, replicas and effective values.
+
+    Args:
+        policy: the Keras dtype policy the run trains in (what "auto" chose).
+    """
     scaled = scale_config(config, strategy.num_replicas_in_sync)
     cluster = tf_config() if is_multiworker(strategy) else None
     return {
         "strategy": _strategy_name(strategy),
         "replicas": strategy.num_replicas_in_sync,
         "workers": sum(len(v) for v in cluster["cluster"].values()) if cluster else 1,
-        "precision": config.precision,
+        "precision": policy,
         "per_replica_batch": config.batch_size,
         "global_batch": scaled.batch_size,
         "learning_rate": scaled.learning_rate,

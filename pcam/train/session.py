@@ -44,6 +44,7 @@ from pcam.run.config import TrainConfig
 from pcam.run.runlock import acquire_lock, claim_folder, release_lock, remove_claimed
 from pcam.train import distribute
 from pcam.train.callbacks import EpochCheckpoints, EpochCSVLogger, NaNGuard, RecordHistory
+from pcam.train.precision import apply_precision, current_choice
 from pcam.train.weights import weights_provenance
 
 __all__ = ["TrainingRun", "plan_phases", "set_seed_and_precision", "start_run",
@@ -62,19 +63,26 @@ def plan_phases(config: TrainConfig, recipe: str) -> dict[str, tuple[int, int]]:
     return {"head": (0, config.head_epochs), "finetune": (config.head_epochs, config.epochs)}
 
 
-def set_seed_and_precision(config: TrainConfig) -> None:
+def set_seed_and_precision(config: TrainConfig) -> str:
     """Set the global switches a run depends on, before its data and model exist.
 
+    `keras.config.set_dtype_policy` makes new layers compute in float32 or mixed
+    precision: `config.precision`, or with "auto" the faster of float32 and the
+    hardware's 16-bit policy for this model, timed (`pcam.train.precision`; a
+    line says what was chosen and why);
     `keras.utils.set_random_seed(config.seed)` seeds Python, numpy and TensorFlow
     (initial weights, dropout; the input pipeline takes the seed itself);
-    `config.deterministic` switches on TensorFlow's op determinism (slower);
-    `keras.config.set_dtype_policy(config.precision)` makes new layers compute in
-    float32 or mixed precision. They are global: the model built next uses them.
+    `config.deterministic` switches on TensorFlow's op determinism (slower).
+    They are global: the model built next uses them.
+
+    Returns:
+        The dtype policy set, e.g. "float32".
     """
+    choice = apply_precision(config)  # timing "auto" builds models: before the seed
     keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    keras.config.set_dtype_policy(config.precision)
+    return choice["policy"]
 
 
 def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
@@ -107,6 +115,14 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
     data_dir = paths.data_dir(config.data_dir)
     names = ["train", "valid"] + (["test"] if "test" in available_splits(data_dir) else [])
     splits = {name: open_split(data_dir, name) for name in names}
+    precision = current_choice()
+    if precision is None or precision["requested"] != config.precision:
+        policy = keras.config.dtype_policy().name
+        if config.precision == "auto" or policy != config.precision:
+            raise RuntimeError(f"the Keras dtype policy ({policy}) was not set for this "
+                               f"run's precision {config.precision}: call "
+                               "set_seed_and_precision(config) before start_run")
+        precision = {"requested": policy, "policy": policy, "reason": "set in the run's settings"}
     # A multi-worker strategy must exist before TensorFlow sets up its devices.
     strategy = distribute.make_strategy(config.strategy)
     target = paths.results_dir(results) / config.run
@@ -128,9 +144,9 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
             folder, config=config.to_dict(),
             backbone={"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note,
                       **weights_provenance(config)},
-            data=data, environment_fn=environment_info,
-            check=lambda stored: notes.append(check_same_data(stored, data, data_dir)))
-        records.set_distribution(record, distribute.describe(strategy, config))
+            data=data, environment_fn=lambda: {**environment_info(), "precision": precision},
+            check=lambda stored: notes.append(_check_resume(stored, data, data_dir, precision)))
+        records.set_distribution(record, distribute.describe(strategy, config, precision["policy"]))
         records.write_record(folder, record)
         run = TrainingRun(config, strategy, folder, record, splits, verbose)
     except BaseException:
@@ -145,6 +161,16 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
         print(f"note: {note}", flush=True)
     run.lock = lock
     return run
+
+
+def _check_resume(stored: dict, data: dict, data_dir, precision: dict) -> str | None:
+    """Refuse to resume a run in another dtype policy; then `check_same_data`'s note."""
+    before = stored["environment"].get("precision", {}).get("policy")
+    if before is not None and before != precision["policy"]:
+        raise PCamError(f"run {stored['run']} trained in {before}, and precision "
+                        f"{precision['requested']} gives {precision['policy']} here; rerun "
+                        f"with precision {before} to resume it")
+    return check_same_data(stored, data, data_dir)
 
 
 _UNREAD = object()  # the record could not be read: nothing to restore
@@ -193,10 +219,6 @@ class TrainingRun:
         # `fit` warns that its default shuffle=True does nothing for a tf.data input;
         # the pipeline shuffles itself (seeded), so the notebooks need not say it.
         warnings.filterwarnings("ignore", message="`shuffle=True` was passed")
-        if keras.config.dtype_policy().name != config.precision:
-            raise RuntimeError(f"the Keras dtype policy is {keras.config.dtype_policy().name}, "
-                               f"not the run's precision {config.precision}: call "
-                               "set_seed_and_precision(config) before start_run")
         # The global batch: several replicas drop the last partial batch, which could
         # leave a replica an empty one (BatchNorm statistics of nothing).
         scaled = distribute.scale_config(config, self.replicas)

@@ -1,0 +1,186 @@
+"""`precision="auto"`: the Keras dtype policy that trains this model fastest here, measured.
+
+Mixed precision computes in 16-bit floats while weights and the loss stay
+float32. Whether it is faster depends on the hardware and on the model: on a
+CPU with bfloat16 instructions (AVX512-BF16, AMX) ResNet50 trains up to twice as
+fast in `mixed_bfloat16`, while MobileNet's depthwise convolutions gain nothing;
+without them bfloat16 is emulated and slower. GPUs of compute capability 7.0 or
+more have float16 tensor cores (`mixed_float16`).
+
+So "auto" times a few training steps of the run's own model (random weights,
+its batch size, its training phase) in float32 and in the hardware's 16-bit
+policy, and keeps float32 unless the other is at least `MIN_SPEEDUP` times as
+fast. Hardware without 16-bit instructions keeps float32 without timing. A
+choice is cached per machine and model settings (`pcam.core.paths.cache_dir()`,
+`precision.json`) and recorded with the run (`environment.precision`).
+"""
+
+import json
+import statistics
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from pcam.core.environment import hardware_info
+from pcam.core.fileio import write_text
+from pcam.core.paths import cache_dir
+from pcam.models import build_model, get_backbone, set_phase
+from pcam.run.config import TrainConfig
+
+MIN_SPEEDUP = 1.1  # a 16-bit policy must beat float32 by this much (noise, rounding risk)
+WARMUP, STEPS = 2, 6  # untimed steps (tracing), then timed ones (median)
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 (Linux names), Arm (Features)
+# The settings that decide a model's speed (the rest, e.g. learning rate, do not).
+SPEED_FIELDS = ("model", "alpha", "image_size", "head_units", "batch_size",
+                "finetune_layers")
+CACHE_FILE = "precision.json"
+
+_current: dict | None = None  # the choice `apply_precision` made last
+
+
+def apply_precision(config: TrainConfig) -> dict:
+    """Set Keras' global dtype policy for `config`: its own, or the one "auto" chooses.
+
+    Returns:
+        The choice, as the run's record keeps it: requested, policy, reason,
+        and for a timed choice device, seconds_per_step {policy: s}, cached.
+    """
+    global _current
+    if config.precision == "auto":
+        choice = choose_precision(config)
+        print(f"precision auto: {choice['policy']} ({choice['reason']})", flush=True)
+    else:
+        choice = {"requested": config.precision, "policy": config.precision,
+                  "reason": "set in the run's settings"}
+    keras.config.set_dtype_policy(choice["policy"])
+    _current = choice
+    return choice
+
+
+def current_choice() -> dict | None:
+    """The choice `apply_precision` made, while Keras' global policy is still its policy."""
+    if _current is not None and keras.config.dtype_policy().name == _current["policy"]:
+        return _current
+    return None
+
+
+def choose_precision(config: TrainConfig) -> dict:
+    """Time float32 against the hardware's 16-bit policy for this model (or read the cache).
+
+    Returns:
+        {"requested": "auto", "policy", "reason", "device"}, plus
+        "seconds_per_step" and "cached" when the choice was timed.
+    """
+    device, candidate, absent = sixteen_bit_policy()
+    if candidate is None:
+        return {"requested": "auto", "policy": "float32", "device": device, "reason": absent}
+    key = _cache_key(config, device)
+    cache = _read_cache()
+    if key in cache:
+        return {**cache[key], "cached": True}
+    seconds = {policy: seconds_per_step(config, policy) for policy in ("float32", candidate)}
+    speedup = seconds["float32"] / seconds[candidate]
+    policy = candidate if speedup >= MIN_SPEEDUP else "float32"
+    verdict = ("chosen" if policy == candidate else
+               f"float32 kept: {candidate} must be {MIN_SPEEDUP:g}x as fast")
+    reason = (f"{candidate} trained {speedup:.2f}x as fast as float32 on {device}, "
+              f"median of {STEPS} steps of batch {config.batch_size}; {verdict}")
+    choice = {"requested": "auto", "policy": policy, "device": device, "reason": reason,
+              "seconds_per_step": {k: round(v, 5) for k, v in seconds.items()}}
+    _write_cache({**cache, key: choice})
+    return {**choice, "cached": False}
+
+
+def sixteen_bit_policy() -> tuple[str, str | None, str]:
+    """(device, the 16-bit policy its hardware runs natively or None, why None)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        details = tf.config.experimental.get_device_details(gpus[0])
+        name = details.get("device_name", "GPU")
+        capability = details.get("compute_capability")
+        if capability and tuple(capability) >= (7, 0):
+            return name, "mixed_float16", ""
+        return name, None, f"{name} (compute capability {capability}) has no float16 tensor cores"
+    cpu = hardware_info()["cpu"]
+    flags = cpu_flags()
+    if any(flag in flags for flag in CPU_BF16_FLAGS):
+        return cpu, "mixed_bfloat16", ""
+    return cpu, None, (f"{cpu} has no bfloat16 instructions ({', '.join(CPU_BF16_FLAGS)}), "
+                       "so bfloat16 would be emulated")
+
+
+def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
+    """The CPU's instruction-set flags (Linux `flags`, Arm `Features`); empty elsewhere."""
+    try:
+        with open(cpuinfo, encoding="utf-8") as f:
+            for line in f:
+                name, _, value = line.partition(":")
+                if name.strip() in ("flags", "Features"):
+                    return set(value.split())
+    except OSError:
+        pass
+    return set()
+
+
+def seconds_per_step(config: TrainConfig, policy: str) -> float:
+    """Median seconds of one training step of `config`'s model under `policy`.
+
+    The model is built with random weights (speed does not depend on them), set
+    to the phase that trains longest (fine-tune, or from scratch) and trained on
+    random patches of the run's batch size. Keras' global policy is restored.
+    """
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(policy)
+    try:
+        recipe = get_backbone(config.model).recipe
+        model = build_model(config.model, alpha=config.alpha, weights=None,
+                            head_units=config.head_units, dropout=config.dropout,
+                            image_size=config.image_size)
+        set_phase(model, "finetune" if recipe == "transfer" else "scratch",
+                  finetune_layers=config.finetune_layers)
+        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (config.batch_size, 96, 96, 3), dtype=np.uint8)
+        y = rng.integers(0, 2, (config.batch_size, 1)).astype(np.float32)
+        times = []
+        for step in range(WARMUP + STEPS):
+            start = time.perf_counter()
+            model.train_on_batch(x, y)
+            if step >= WARMUP:
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        keras.config.set_dtype_policy(previous)
+        keras.backend.clear_session()
+
+
+def _cache_key(config: TrainConfig, device: str) -> str:
+    values = config.to_dict()
+    speed = {name: values[name] for name in SPEED_FIELDS}
+    return json.dumps({"device": device, "tensorflow": tf.__version__, **speed}, sort_keys=True)
+
+
+def _read_cache() -> dict:
+    path = cache_dir() / CACHE_FILE
+    try:
+        cache = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as error:  # a damaged cache is re-measured, not fatal
+        print(f"warning: ignoring {path} ({error}); precision is timed again",
+              file=sys.stderr)
+        return {}
+    return cache if isinstance(cache, dict) else {}
+
+
+def _write_cache(cache: dict) -> None:
+    path = cache_dir() / CACHE_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text(path, json.dumps(cache, indent=1) + "\n")
+    except OSError as error:  # an unwritable cache only costs timing again next run
+        print(f"warning: could not cache the precision choice in {path}: {error}",
+              file=sys.stderr)
