@@ -8,9 +8,16 @@ Methods, each timed in a fresh subprocess (so peak RSS is its own):
   in-memory       the whole used part read into a numpy array first, then
                   tf.data.Dataset.from_tensor_slices (the load is not timed)
 
-Usage (full-size train file, 262,144 patches, about 5 GB):
-    python -m pcam synthetic --data-dir /tmp/pcam-full --train 262144 --valid 0 --test 0
-    python benchmarks/bench_pipeline.py --data-dir /tmp/pcam-full
+Several `--data-dir` folders are measured one after the other, each row naming
+its file's storage layout (`pcam check`'s words), so the gzip-chunked files of
+`pcam synthetic` and the official layout (`--layout official`: contiguous,
+uncompressed) compare in one run.
+
+Usage (full-size train files, 262,144 patches: 4.7 GB gzip-chunked, 7.2 GB official):
+    python -m pcam synthetic --data-dir /tmp/pcam-gzip --train 262144 --valid 0 --test 0
+    python -m pcam synthetic --data-dir /tmp/pcam-official --train 262144 --valid 0 \
+        --test 0 --layout official
+    python benchmarks/bench_pipeline.py --data-dir /tmp/pcam-gzip /tmp/pcam-official
 Quick run: add `--max-samples 4096`. Images/s is the median over `--repeats`
 passes; peak RSS is the process's maximum resident set (ru_maxrss).
 """
@@ -36,7 +43,7 @@ def _child(args: argparse.Namespace) -> dict:
     from pcam.data.h5read import open_split, read_labels
     from pcam.data.pipeline import make_dataset
 
-    split = open_split(args.data_dir, args.split)
+    split = open_split(args.data_dir[0], args.split)
     n = split.length if args.max_samples is None else min(args.max_samples, split.length)
     baseline_mb = peak_rss_mb()
     method = args.child
@@ -95,8 +102,8 @@ def _child(args: argparse.Namespace) -> dict:
     }
 
 
-def _run_child(method: str, args: argparse.Namespace) -> dict | None:
-    command = [sys.executable, __file__, "--child", method, "--data-dir", str(args.data_dir),
+def _run_child(method: str, data_dir: Path, args: argparse.Namespace) -> dict | None:
+    command = [sys.executable, __file__, "--child", method, "--data-dir", str(data_dir),
                "--split", args.split, "--batch-size", str(args.batch_size),
                "--repeats", str(args.repeats), "--per-sample-limit", str(args.per_sample_limit)]
     if args.max_samples is not None:
@@ -106,7 +113,8 @@ def _run_child(method: str, args: argparse.Namespace) -> dict | None:
 
 def _parse(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", type=Path, required=True, help="PCam-layout data folder")
+    parser.add_argument("--data-dir", type=Path, nargs="+", required=True,
+                        help="PCam-layout data folder(s), measured in turn")
     parser.add_argument("--split", default="train")
     parser.add_argument("--max-samples", type=int, help="use the first N patches (quick run)")
     parser.add_argument("--batch-size", type=int, default=64)
@@ -128,14 +136,24 @@ def main(argv=None) -> int:
     methods = list(args.methods)
     if args.augment and "stream+augment" not in methods:
         methods.insert(1, "stream+augment")
-    print(f"data: {args.split} of {args.data_dir.name}, max_samples={args.max_samples}, "
-          f"batch {args.batch_size}, {args.repeats} passes, {os.cpu_count()} CPUs")
-    print(f"{'method':<16} {'patches':>8} {'images/s':>10} {'peak RSS MB':>12}")
-    for method in methods:
-        row = _run_child(method, args)
-        if row:
-            print(f"{method:<16} {row['n']:>8} {row['images_per_s']:>10,.0f} "
-                  f"{row['peak_rss_mb']:>12,.0f}", flush=True)
+    from pcam.data.h5read import open_split, storage_layout
+
+    print(f"data: {args.split}, max_samples={args.max_samples}, batch {args.batch_size}, "
+          f"{args.repeats} passes, {os.cpu_count()} CPUs")
+    print(f"{'layout':<34} {'method':<16} {'patches':>8} {'images/s':>10} {'peak RSS MB':>12}")
+    from pcam.core.errors import PCamError
+
+    for data_dir in args.data_dir:
+        try:
+            layout = storage_layout(open_split(data_dir, args.split).x_path)
+        except PCamError as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 2
+        for method in methods:
+            row = _run_child(method, data_dir, args)
+            if row:
+                print(f"{layout:<34} {method:<16} {row['n']:>8} {row['images_per_s']:>10,.0f} "
+                      f"{row['peak_rss_mb']:>12,.0f}", flush=True)
     return 0
 
 

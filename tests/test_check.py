@@ -37,6 +37,7 @@ def test_rows_for_present_splits(tmp_path):
         "slides": 0,  # no meta CSV
         "bytes": x_path.stat().st_size + y_path.stat().st_size,
         "read": "all",
+        "layout": "chunks of 8 patches, gzip level 4",
         "md5": "not checked",
         "ok": True,
         "error": None,
@@ -78,9 +79,11 @@ def test_bad_split_is_a_bad_row(tmp_path):
     table = format_check_table(rows)
     lines = table.splitlines()
     assert lines[0].split() == ["split", "N", "positives", "slides", "bytes", "read", "md5",
-                                "status"]
-    assert lines[1].split()[:3] == ["valid", "10", "4"] and lines[1].endswith("ok")
-    assert lines[2].split()[:3] == ["test", "-", "-"] and lines[2].endswith("BAD")
+                                "status", "layout"]
+    assert lines[1].split()[:3] == ["valid", "10", "4"]
+    assert lines[1].endswith("  ok      chunks of 8 patches, gzip level 4")
+    assert lines[2].split()[:3] == ["test", "-", "-"]
+    assert lines[2].split()[-2:] == ["BAD", "-"]  # no layout: the split did not open
     assert lines[3].startswith("test: ") and str(y_path) in lines[3]
 
 

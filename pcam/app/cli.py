@@ -17,7 +17,7 @@ from pcam.app import commands
 from pcam.core import native_stderr
 from pcam.core.errors import PCamError, user_message
 from pcam.core.mplbackend import check_mplbackend
-from pcam.data.spec import SPLITS
+from pcam.data.spec import LAYOUTS, SPLITS
 from pcam.evaluation.export import FORMATS, QUANTIZATIONS
 from pcam.run.config import BACKBONE_DEFAULTS
 from pcam.run.presets import PRESETS
@@ -145,6 +145,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--valid", type=_non_negative_int, default=1024)
     p.add_argument("--test", type=_non_negative_int, default=1024)
     p.add_argument("--seed", type=_seed, default=0)
+    p.add_argument("--layout", choices=LAYOUTS, default=LAYOUTS[0],
+                   help="how images are stored: gzip (chunks of 32 patches, default) or "
+                        "official (contiguous, uncompressed, as the official files)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace or delete split files already in the folder (one line each)")
     p.set_defaults(func=commands.cmd_synthetic)

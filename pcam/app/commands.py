@@ -29,7 +29,8 @@ def cmd_synthetic(args: argparse.Namespace) -> int:
     from pcam.data.synthetic import write_synthetic
 
     sizes = {"train": args.train, "valid": args.valid, "test": args.test}
-    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed, overwrite=args.overwrite)
+    write_synthetic(args.data_dir, sizes=sizes, seed=args.seed, overwrite=args.overwrite,
+                    layout=args.layout)
     return 0
 
 

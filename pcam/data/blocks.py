@@ -13,8 +13,11 @@ import numpy as np
 import tensorflow as tf
 
 from pcam.core import compat
+from pcam.core.environment import usable_cores
 from pcam.data.h5read import Split, read_block, read_labels
 from pcam.data.spec import PATCH_SHAPE, SPEC
+
+PARALLEL_READERS = max(2, min(8, usable_cores()))
 
 
 def gzip_only(x: h5py.Dataset) -> bool:
@@ -58,6 +61,10 @@ class BlockReader:
             whole_patches = bool(chunks) and tuple(chunks[1:]) == PATCH_SHAPE
             self._direct = whole_patches and gzip_only(x)
         self.rows = chunks[0] if whole_patches else 1
+        # Threads that read blocks: gzip chunks inflate in parallel (zlib releases the
+        # GIL); other layouts read under h5py's global lock, so more threads only
+        # hold more blocks in memory: one reads ahead while the last is consumed.
+        self.readers = PARALLEL_READERS if self._direct else 2
         # h5py <= 3.14 does not lock read_direct_chunk itself (see pcam.core.compat).
         self._chunk_lock = compat.h5py_chunk_lock() if self._direct else None
         # Whole chunks per block: each gzip chunk is inflated once per read.

@@ -30,6 +30,7 @@ from pcam.data.h5read import (
     read_dataset_info,
     read_labels,
     read_slides,
+    storage_layout,
 )
 from pcam.data.h5write import write_id_of
 from pcam.data.spec import DATASET_INFO, SPEC, SPLITS
@@ -59,9 +60,11 @@ def check_data_dir(
         One dict per split present, in SPLITS order: `split`, `n`, `positives`,
         `slides` (distinct slide ids in its meta file; 0 without one, None when
         the split did not open or the meta file is malformed, which fails the
-        split), `bytes` (x + y on disk), `read` ("all", "skipped", "failed", or None
-        when the split did not open), `md5` ("verified", "mismatch", "not
-        checked", or "n/a (synthetic/imported)"), `ok` (bool) and `error`
+        split), `bytes` (x + y on disk), `layout` (how x is stored, from
+        `pcam.data.h5read.storage_layout`; None when the split did not open),
+        `read` ("all", "skipped", "failed", or None when the split did not
+        open), `md5` ("verified", "mismatch", "not checked", or "n/a
+        (synthetic/imported)"), `ok` (bool) and `error`
         (message or None).
 
     Raises:
@@ -89,7 +92,7 @@ def check_data_dir(
 
 def format_check_table(rows: list[dict]) -> str:
     """The rows of `check_data_dir` as an aligned text table, errors below it."""
-    header = ("split", "N", "positives", "slides", "bytes", "read", "md5", "status")
+    header = ("split", "N", "positives", "slides", "bytes", "read", "md5", "status", "layout")
     lines = [header]
     for row in rows:
         lines.append((
@@ -101,6 +104,7 @@ def format_check_table(rows: list[dict]) -> str:
             row["read"] or "-",
             row["md5"],
             "ok" if row["ok"] else "BAD",
+            row["layout"] or "-",
         ))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     text = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip()
@@ -119,6 +123,7 @@ def _check_split(folder, name: str, official: bool, verify_md5: bool, read: bool
         "slides": None,
         "bytes": sum(p.stat().st_size for p in paths if p.is_file()),
         "read": None,
+        "layout": None,
         "md5": MD5_NOT_CHECKED,
         "ok": False,
         "error": None,
@@ -129,6 +134,7 @@ def _check_split(folder, name: str, official: bool, verify_md5: bool, read: bool
         row["error"] = str(error)
         return row
     row["n"] = split.length
+    row["layout"] = storage_layout(split.x_path, spec.x.key)
     row["positives"] = int(read_labels(split).sum())
     errors = []
     try:

@@ -191,6 +191,29 @@ def read_block(dataset: h5py.Dataset, path: Path, start: int, stop: int,
         ) from None
 
 
+def storage_layout(path: str | os.PathLike, key: str = "x") -> str:
+    """How dataset `key` of an HDF5 file is stored, in words (`pcam check` shows it).
+
+    For example "contiguous, uncompressed" (the official PCam files, gunzipped)
+    or "chunks of 32 patches, gzip level 4" (as `pcam synthetic` writes by default).
+    """
+    with h5py.File(path, "r") as f:
+        x = f[key]
+        chunks, compression, shape = x.chunks, x.compression, x.shape
+        opts = x.compression_opts
+        others = x.id.get_create_plist().get_nfilters() - (compression is not None)
+    if chunks is None:
+        stored = "contiguous"
+    elif tuple(chunks[1:]) == tuple(shape[1:]):
+        stored = f"chunks of {chunks[0]} patch{'es' if chunks[0] != 1 else ''}"
+    else:
+        stored = f"chunks {tuple(chunks)}"
+    packed = "uncompressed" if compression is None else (
+        f"{compression} level {opts}" if compression == "gzip" else compression)
+    extra = f" + {others} other filter{'s' if others > 1 else ''}" if others > 0 else ""
+    return f"{stored}, {packed}{extra}"
+
+
 def _open_h5(path: Path) -> h5py.File:
     if not os.access(path, os.R_OK):
         raise PCamError(f"cannot read {path}: permission denied; fix its permissions (chmod +r)")

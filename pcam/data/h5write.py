@@ -20,7 +20,7 @@ import numpy as np
 from pcam.core.errors import PCamError
 from pcam.core.fileio import atomic_path, stale_temps, write_text
 from pcam.core.paths import data_dir as _resolve_data_dir
-from pcam.data.spec import DATASET_INFO, PATCH_SHAPE, SPEC, check_split_name
+from pcam.data.spec import DATASET_INFO, LAYOUTS, PATCH_SHAPE, SPEC, check_split_name
 from pcam.data.staging import staged_write
 
 # 32 patches = 864 KiB per chunk: under h5py's default 1 MiB chunk cache, so even
@@ -93,13 +93,14 @@ def write_split(data_dir, split: str, images, labels) -> tuple[Path, Path]:
 
 
 def write_split_files(folder, split: str, images, labels, *,
-                      write_id: str | None = None) -> tuple[Path, Path]:
+                      write_id: str | None = None, layout: str = "gzip") -> tuple[Path, Path]:
     """Write a split's `x` and `y` files into `folder` (a staging folder), x first.
 
     Args:
         folder: an existing folder, normally a `Stage.path`.
         split, images, labels: as for `write_split`.
         write_id: stored as the files' `WRITE_ID_ATTR` (the `Stage.write_id`).
+        layout: one of `pcam.data.spec.LAYOUTS`.
 
     Returns:
         `(x_path, y_path)` in `folder`.
@@ -109,17 +110,16 @@ def write_split_files(folder, split: str, images, labels, *,
             not be written (each file is written and closed before the next starts).
     """
     spec = SPEC[check_split_name(split)]
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     labels = _checked_labels(labels, split)
     n = labels.size
     folder = Path(folder)
     x_path, y_path = folder / spec.x.name, folder / spec.y.name
     with atomic_path(x_path) as temp, h5py.File(temp, "w") as f:
         _tag(f, write_id)
-        x = f.create_dataset(
-            "x", shape=(n, *PATCH_SHAPE), dtype=np.uint8,
-            chunks=(min(CHUNK_PATCHES, n), *PATCH_SHAPE),
-            compression="gzip", compression_opts=GZIP_LEVEL,
-        )
+        x = f.create_dataset("x", shape=(n, *PATCH_SHAPE), dtype=np.uint8,
+                             **_storage(layout, (min(CHUNK_PATCHES, n), *PATCH_SHAPE)))
         done = 0
         for block in _as_blocks(images):
             block = np.asarray(block)
@@ -136,11 +136,16 @@ def write_split_files(folder, split: str, images, labels, *,
             raise ValueError(f"{done} images but {n} labels for split {split!r}")
     with atomic_path(y_path) as temp, h5py.File(temp, "w") as f:
         _tag(f, write_id)
-        f.create_dataset(
-            "y", data=labels.astype(np.uint8).reshape(n, 1, 1, 1),
-            compression="gzip", compression_opts=GZIP_LEVEL,
-        )
+        f.create_dataset("y", data=labels.astype(np.uint8).reshape(n, 1, 1, 1),
+                         **_storage(layout, None))
     return x_path, y_path
+
+
+def _storage(layout: str, chunks) -> dict:
+    """h5py `create_dataset` storage arguments for `layout` (chunks: gzip's, or h5py's own)."""
+    if layout == "official":
+        return {}  # contiguous, uncompressed: h5py's default without compression
+    return {"chunks": chunks or True, "compression": "gzip", "compression_opts": GZIP_LEVEL}
 
 
 def _checked_labels(labels, split: str) -> np.ndarray:

@@ -23,8 +23,6 @@ from pcam.data.spec import PATCH_SHAPE
 CACHE_LIMIT_BYTES = 2 * 1024**3
 _PATCH_BYTES = int(np.prod(PATCH_SHAPE))
 
-
-_READERS = max(2, min(8, usable_cores()))
 # tf.data's autotuner re-plans buffers and parallelism from a background thread; with
 # few cores that thread competes with training. Measured on the 2-core machine
 # (MobileNet 0.5, six epochs of 6,400 patches): 84 s with it and 64 s without on one
@@ -49,6 +47,7 @@ def make_dataset(
     prefetch: bool = True,
     shard: tuple[int, int] | None = None,
     autotune: bool | str = "auto",
+    readers: int | str = "auto",
 ) -> tf.data.Dataset:
     """Batches of (images, labels) streamed from one split.
 
@@ -79,12 +78,15 @@ def make_dataset(
         autotune: tf.data's autotuner on (True) or off (False); "auto": on with
             `AUTOTUNE_MIN_CORES` usable cores or more (off it leaves each
             parallel step one thread per core and costs no background work).
+        readers: threads reading blocks, >= 1; "auto": one per core (2 to 8)
+            for gzip-chunked files, whose chunks inflate in parallel, and 2 for
+            uncompressed ones (the official layout), read under h5py's lock.
 
     Returns:
         A `tf.data.Dataset` of `(images, labels)`: uint8 `[B, 96, 96, 3]` and
         float32 `[B, 1]`. Without `repeat` its cardinality is the number of batches.
     """
-    _check_args(batch_size, block_size, shuffle_buffer, max_samples, cache, shard)
+    _check_args(batch_size, block_size, shuffle_buffer, max_samples, cache, shard, readers)
     if isinstance(split, str):
         split = open_split(data_dir, split)
     stop = split.length if max_samples is None else min(max_samples, split.length)
@@ -101,7 +103,9 @@ def make_dataset(
     if repeat:
         ds = ds.repeat()
     # Parallel reads overlap zlib inflation (GIL released); order stays fixed.
-    ds = ds.map(source.tf_read, num_parallel_calls=_READERS, deterministic=True)
+    if readers == "auto":
+        readers = source.readers
+    ds = ds.map(source.tf_read, num_parallel_calls=readers, deterministic=True)
     ds = ds.unbatch()
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed + 1, reshuffle_each_iteration=True)
@@ -131,8 +135,10 @@ def make_dataset(
     return ds.with_options(options)
 
 
-def _check_args(batch_size, block_size, shuffle_buffer, max_samples, cache, shard) -> None:
+def _check_args(batch_size, block_size, shuffle_buffer, max_samples, cache, shard,
+                readers) -> None:
     for name, value in (
+        ("readers", 1 if readers == "auto" else readers),
         ("batch_size", batch_size),
         ("block_size", block_size),
         ("shuffle_buffer", shuffle_buffer),

@@ -7,6 +7,11 @@ tensorflow-datasets. Nothing else in the package repeats these values.
 
 from dataclasses import dataclass
 
+# How a written image file is stored: "gzip" (chunks of 32 patches, gzip level 4;
+# `pcam.data.h5write`) or "official" (contiguous and uncompressed, as the official
+# files are once gunzipped: N x 27,648 bytes plus a small header).
+LAYOUTS = ("gzip", "official")
+
 SPLITS = ("train", "valid", "test")
 PATCH_SHAPE = (96, 96, 3)
 CENTER_SIZE = 32  # label 1 iff the central 32x32 holds tumour

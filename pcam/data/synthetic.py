@@ -20,7 +20,7 @@ from pcam.data.changes import plan_changes
 from pcam.data.h5read import BOTH_CLASSES
 from pcam.data.h5write import write_dataset_info, write_split_files
 from pcam.data.meta import synthetic_slides, write_meta
-from pcam.data.spec import CENTER_SIZE, SPLITS
+from pcam.data.spec import CENTER_SIZE, LAYOUTS, SPLITS
 
 BLOCK = 256
 DEFAULT_SIZES = {"train": 4096, "valid": 1024, "test": 1024}
@@ -232,7 +232,7 @@ def _images(made, tumour):
     return images
 
 
-def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
+def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False, layout="gzip"):
     """Write synthetic PCam-layout files, meta CSVs and `dataset.json` into `data_dir`.
 
     Each split's meta CSV gives every patch one of a few dozen synthetic slide
@@ -249,6 +249,9 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
             (synthetic or imported), printing one line per file; without it
             such a folder is refused. All files are swapped in at once at the
             end: an interruption leaves the old data or the new, never a mix.
+        layout: how the image files are stored (`pcam.data.spec.LAYOUTS`):
+            "gzip" (chunks of 32 patches, gzip level 4) or "official"
+            (contiguous and uncompressed, as the official files are).
 
     Returns:
         The `dataset.json` content written.
@@ -258,6 +261,8 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
             class only; the folder holds the official download, or other
             files and `overwrite` is False.
     """
+    if layout not in LAYOUTS:
+        raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}")
     sizes = dict(DEFAULT_SIZES if sizes is None else sizes)
     unknown = set(sizes) - set(SPLITS)
     if unknown:
@@ -289,7 +294,8 @@ def write_synthetic(data_dir=None, sizes=None, seed=0, *, overwrite=False):
             n, tumour = sizes[split], []  # tumour anywhere in each patch, for the meta file
             blocks = (_images(make_patches(min(BLOCK, n - s), seed, stream=stream, start=s,
                                            truth=True), tumour) for s in range(0, n, BLOCK))
-            write_split_files(stage.path, split, blocks, labels[split], write_id=stage.write_id)
+            write_split_files(stage.path, split, blocks, labels[split], write_id=stage.write_id,
+                              layout=layout)
             write_meta(stage.path, split, synthetic_slides(split, n, seed, stream),
                        np.concatenate(tumour), labels[split])
         info["write_ids"] = {split: stage.write_id for split in labels}
