@@ -204,6 +204,20 @@ def test_display_path_keeps_the_project_name_of_a_linked_data_folder(tmp_path, m
     assert paths.from_display_path("data/pcam-subset") == project / "data" / "pcam-subset"
     assert paths.display_path(elsewhere) == "<external>/store/pcam-subset"
     assert paths.from_display_path("<external>/store/pcam-subset") is None
+    # messages name the real place of what lies outside the project, never <external>
+    assert paths.terminal_path(elsewhere) == str(elsewhere)
+    assert paths.terminal_path(project / "data" / "pcam-subset") == "data/pcam-subset"
+
+
+def test_messages_show_real_paths_outside_the_project(tmp_path, capsys):
+    """`pcam report --readme` outside the project: its one-line refusal names the file."""
+    from pcam.app.cli import main
+
+    readme = tmp_path / "README.md"
+    readme.write_text("no markers\n")
+    assert main(["report", "--results", str(tmp_path / "none"), "--readme", str(readme)]) != 0
+    err = capsys.readouterr().err
+    assert str(readme) in err and "<external>" not in err
 
 
 def test_git_state_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypatch):

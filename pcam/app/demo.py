@@ -4,7 +4,7 @@ from pathlib import Path
 
 from pcam.core.errors import PCamError
 from pcam.core.fileio import write_text
-from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
+from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, results_dir, terminal_path
 from pcam.data.spec import DATASET_INFO
 from pcam.run.runlock import LOCK, claim_folder, refuse_if_locked, release_lock, remove_claimed
 
@@ -63,12 +63,12 @@ def run_demo(data_dir: str | Path | None = None, out_dir: str | Path | None = No
     # split files only (a hidden temporary file an interrupted write left is not data);
     # write_synthetic refuses files that pcam did not write
     if not has_data and data_dir.is_dir() and available_splits(data_dir):
-        raise PCamError(f"{display_path(data_dir)} holds PCam split files that are not "
+        raise PCamError(f"{terminal_path(data_dir)} holds PCam split files that are not "
                         "synthetic; give the demo another --data-dir")
     if fresh:
         _remove_runs(runs)
     if not has_data:
-        print(f"writing synthetic PCam to {display_path(data_dir)}", flush=True)
+        print(f"writing synthetic PCam to {terminal_path(data_dir)}", flush=True)
         write_synthetic(data_dir, seed=0)  # the generator's default sizes
     notebooks = run_notebooks("demo", results=out_dir, skip_complete=True,
                               overrides={"data_dir": str(data_dir), "weights": weights})
@@ -78,8 +78,8 @@ def run_demo(data_dir: str | Path | None = None, out_dir: str | Path | None = No
     build_report(results=out_dir, readme=table, images=out_dir / "images", published_only=False)
     print("\nDone. Look at:")
     for path in notebooks:
-        print(f"  {display_path(path)}   (executed notebook)")
-    print(f"  {display_path(table)}   (results table)\n  {display_path(out_dir / 'images')}/   "
+        print(f"  {terminal_path(path)}   (executed notebook)")
+    print(f"  {terminal_path(table)}   (results table)\n  {terminal_path(out_dir / 'images')}/   "
           "(figures)")
     return table
 
@@ -99,11 +99,11 @@ def _remove_runs(folders: list[Path]) -> None:
             claimed.append((folder, claim_folder(folder, "replaced")[0]))
             if (not (folder / "record.json").is_file()
                     and any(p.name != LOCK for p in folder.iterdir())):
-                raise PCamError(f"{display_path(folder)} holds files but no run record, so the "
+                raise PCamError(f"{terminal_path(folder)} holds files but no run record, so the "
                                 "demo did not write it; move them away, or give the demo "
                                 "another --out")
         for folder, lock in claimed:
-            print(f"removing the earlier demo run {display_path(folder)} (--fresh)", flush=True)
+            print(f"removing the earlier demo run {terminal_path(folder)} (--fresh)", flush=True)
             remove_claimed(folder, lock)
     finally:
         for _, lock in claimed:

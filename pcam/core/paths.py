@@ -103,6 +103,13 @@ def display_path(path: str | os.PathLike) -> str:
     return "<external>/" + "/".join(candidate.parts[-2:])
 
 
+def terminal_path(path: str | os.PathLike) -> str:
+    """`path` as messages show it: relative to the project inside it (as `display_path`),
+    else its absolute path, so a user can find it (committed files say `<external>`)."""
+    shown = display_path(path)
+    return os.path.abspath(path) if shown.startswith("<external>") else shown
+
+
 def from_display_path(stored: str | None) -> Path | None:
     """The folder a `display_path` names, or None when it lay outside the project."""
     if not stored or stored.startswith("<external>"):

@@ -286,7 +286,7 @@ def _with_kept_tta(folder: Path, run: str, name: str, earlier: dict | None, pred
         same = False
     if not same:
         raise PCamError(
-            f"run {run}: {paths.display_path(path)} does not hold this checkpoint's "
+            f"run {run}: {paths.terminal_path(path)} does not hold this checkpoint's "
             f"predictions of the same {name} patches, so its TTA scores cannot be kept "
             f"without TTA; evaluate {name} with TTA (drop --no-tta) to score both again")
     print(f"evaluate: {name}: TTA not run again (--no-tta); its saved TTA predictions are kept",

@@ -22,7 +22,7 @@ from typing import Any
 from pcam.core import paths
 from pcam.core.errors import PCamError, wrapped_message
 from pcam.core.native_stderr import stderr_fd_to
-from pcam.core.paths import PROJ_ROOT, display_path, results_dir
+from pcam.core.paths import PROJ_ROOT, display_path, results_dir, terminal_path
 from pcam.execute.executed_notebook import tidy_executed
 from pcam.run.config import TrainConfig, check_setting, field_names, parse_setting
 from pcam.run.runlock import (
@@ -152,7 +152,7 @@ def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
         if (refusal := _complete(folder, config.run)) is not None:
             if skip_complete:
                 _check_same_settings(folder, config)
-                print(f"{config.run} is complete; kept ({display_path(folder)})", flush=True)
+                print(f"{config.run} is complete; kept ({terminal_path(folder)})", flush=True)
                 return target
             raise PCamError(refusal)
         from pcam.models import check_weights
@@ -166,7 +166,7 @@ def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
         # the run changed, so a refusal (a complete run, other settings) leaves it as it was.
         staged = Path(tempfile.mkdtemp(prefix=_STAGE, dir=folder)) / source.name
         before = _read_bytes(folder / "record.json")
-        print(f"running {source.name} -> {display_path(target)}", flush=True)
+        print(f"running {source.name} -> {terminal_path(target)}", flush=True)
         try:
             with _environ(inherited_by_children(lock)):  # the kernel joins this lock
                 _execute(source, staged, parameters, log_output)
@@ -176,16 +176,16 @@ def run_notebook(config: TrainConfig, *, results: str | Path | None = None,
                 _place(staged, target)
             shutil.rmtree(staged.parent, ignore_errors=True)
     except BaseException as error:
-        note = f"(in {display_path(target)})"
+        note = f"(in {terminal_path(target)})"
         if created and not _has_history(folder):  # failed before anything of value
             remove_claimed(folder, lock)
-            note = f"(in {display_path(source)}; the new run folder was removed)"
+            note = f"(in {terminal_path(source)}; the new run folder was removed)"
         elif not moved:
-            note = f"(in {display_path(source)}; {display_path(folder)} was left as it was)"
+            note = f"(in {terminal_path(source)}; {terminal_path(folder)} was left as it was)"
         if isinstance(error, PCamError) and staged is not None:
-            where = display_path(staged)
+            where = terminal_path(staged)
             raise PCamError(str(error).replace(f"(in {where})", note).replace(
-                where, display_path(target if moved else source))) from None
+                where, terminal_path(target if moved else source))) from None
         raise
     finally:
         release_lock(lock)
@@ -302,7 +302,7 @@ def _run_worker(source: Path, run: str, parameters: dict, log_output: bool) -> N
             with _environ({"TMPDIR": scratch}):
                 _execute(source, staged, parameters, log_output)
         except PCamError as error:
-            raise PCamError(str(error).replace(display_path(staged), display_path(source))
+            raise PCamError(str(error).replace(terminal_path(staged), terminal_path(source))
                             ) from None
 
 
@@ -424,7 +424,7 @@ def _execute(source: Path, target: Path, parameters: dict, log_output: bool) -> 
         # The exception the cell raised (ename, evalue), never text found in its traceback.
         message = error.evalue if error.ename == "PCamError" else wrapped_message(error.evalue)
         if message:  # ours, or ours wrapped by TensorFlow (a corrupt chunk met by fit)
-            raise PCamError(f"{message} (in {display_path(target)})") from None
+            raise PCamError(f"{message} (in {terminal_path(target)})") from None
         raise
     finally:
         logger.removeHandler(handler)

@@ -12,7 +12,7 @@ from pathlib import Path
 from pcam import plots
 from pcam.core.errors import PCamError
 from pcam.core.fileio import write_bytes, write_text
-from pcam.core.paths import DOCS_DIR, IMAGES_DIR, README, display_path, results_dir
+from pcam.core.paths import DOCS_DIR, IMAGES_DIR, README, results_dir, terminal_path
 from pcam.evaluation.compare import paired_comparison
 from pcam.evaluation.gradcam import select_cases
 from pcam.evaluation.predictions import load_predictions
@@ -49,10 +49,10 @@ def _recorded_split(record: dict, name: str):
     recorded = ((record.get("data") or {}).get("fingerprint") or {}).get(name)
     if recorded is None:
         raise PCamError(f"the record has no fingerprint of its {name} split, so "
-                        f"{display_path(folder)} cannot be checked against it")
+                        f"{terminal_path(folder)} cannot be checked against it")
     changed, _ = fingerprint_changes({name: recorded}, fingerprint({name: split}))
     if changed:
-        raise PCamError(f"{display_path(folder)} is not the data run {record['run']} was "
+        raise PCamError(f"{terminal_path(folder)} is not the data run {record['run']} was "
                         f"trained on ({changed[0]}); set PCAM_DATA_DIR to that data")
     return split
 
@@ -67,8 +67,8 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
     checkpoint = next((path for path in (run_dir / INFERENCE_MODEL, run_dir / best)
                        if path.exists()), run_dir / best)
     if not checkpoint.exists():  # one line per figure: which, and the file it needs
-        return [f"{record['run']}: {record['model']} {title} ({display_path(figure)}) needs "
-                f"{display_path(checkpoint)}, which is missing (checkpoints are not committed); "
+        return [f"{record['run']}: {record['model']} {title} ({terminal_path(figure)}) needs "
+                f"{terminal_path(checkpoint)}, which is missing (checkpoints are not committed); "
                 + ("the file an earlier report drew is kept" if figure.exists() else "not drawn")
                 for title, figure in (("Grad-CAM", images / f"{name}_gradcam.png"),
                                       ("diagram", images / f"{name}_model.png"))]
@@ -77,7 +77,7 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
 
         model = keras.models.load_model(checkpoint, compile=False)
     except (ImportError, OSError, ValueError, TypeError) as error:
-        return [f"{record['run']}: could not load {display_path(checkpoint)} ({error}); "
+        return [f"{record['run']}: could not load {terminal_path(checkpoint)} ({error}); "
                 "Grad-CAM and model diagram skipped"]
     notes = []
     if plots.plot_model_diagram(model, images / f"{name}_model.png") is None:
@@ -92,7 +92,7 @@ def _checkpoint_figures(run_dir: Path, record: dict, pred, images: Path) -> list
         wanted = sorted({int(i) for index in cases.values() for i in index})
         labels = read_labels(split)
         if len(labels) < len(pred.y_true) or (labels[:len(pred.y_true)] != pred.y_true).any():
-            raise PCamError(f"labels in {display_path(split.y_path)} differ from the predictions")
+            raise PCamError(f"labels in {terminal_path(split.y_path)} differ from the predictions")
         patches = {i: read_images(split, i, i + 1)[0] for i in wanted}
     except PCamError as error:
         return notes + [f"{record['run']}: Grad-CAM skipped ({error})"]
@@ -183,14 +183,14 @@ def _check_writable(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     for target, what in ((path, "file"), (folder, "folder")):
         if target.exists() and not os.access(target, os.W_OK):
-            raise PCamError(f"{display_path(target)} is a read-only {what}, so the report "
+            raise PCamError(f"{terminal_path(target)} is a read-only {what}, so the report "
                             "cannot update it; make it writable (chmod u+w) and rerun; "
                             "nothing was changed")
 
 
 def _keep_block(readme: Path, why: str, what: str) -> None:
-    print(f"note: the results block of {display_path(readme)} is kept as it is")
-    raise PCamError(f"{why}, so the results block of {display_path(readme)} was kept; {what}")
+    print(f"note: the results block of {terminal_path(readme)} is kept as it is")
+    raise PCamError(f"{why}, so the results block of {terminal_path(readme)} was kept; {what}")
 
 
 def build_report(results=None, readme=None, images=None, *, gradcam: bool = True,
@@ -232,9 +232,9 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
     readme = Path(readme) if readme else README
     images = Path(images) if images else IMAGES_DIR
     if not readme.exists():
-        raise PCamError(f"{display_path(readme)} does not exist; give --readme")
+        raise PCamError(f"{terminal_path(readme)} does not exist; give --readme")
     text = readme.read_text()
-    replace_block(text, "", name=display_path(readme))  # check the markers before any work
+    replace_block(text, "", name=terminal_path(readme))  # check the markers before any work
     _check_writable(readme)
     folder = results_dir(results)
     if not folder.is_dir():
@@ -244,7 +244,7 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
     rows = published_records(everything, published_only=published_only)
     if published_only:
         for run_dir, _ in waiting_runs(everything):
-            print(f"note: {display_path(run_dir)} is published but waits: its experiment has "
+            print(f"note: {terminal_path(run_dir)} is published but waits: its experiment has "
                   "no complete published run yet of every model, so the table keeps "
                   f"{', '.join(r.get('run', d.name) for d, r in rows) or 'its runs'}")
     if published_only:
@@ -271,7 +271,7 @@ def build_report(results=None, readme=None, images=None, *, gradcam: bool = True
     except BaseException:
         _restore(images, figures)  # a refusal leaves the figures as they were too
         raise
-    print(f"report: {display_path(readme)} results block, figures in {display_path(images)}")
+    print(f"report: {terminal_path(readme)} results block, figures in {terminal_path(images)}")
 
 
 def _snapshot(images: Path) -> dict[Path, bytes]:
@@ -316,7 +316,7 @@ def _write_pages(rows, images: Path, readme: Path, text: str, current: str, fold
                         "restore what is missing (a run's predictions/<split>.npz: rerun "
                         "`python -m pcam evaluate --run RUN`), or pass --drop-missing to "
                         "rebuild without it")
-    updates = {readme: (text, replace_block(text, block, name=display_path(readme)))}
+    updates = {readme: (text, replace_block(text, block, name=terminal_path(readme)))}
     if pages is None:
         pages = sorted(DOCS_DIR.glob("*.md")) if readme.resolve() == README.resolve() else []
     for page in map(Path, pages):
@@ -325,9 +325,9 @@ def _write_pages(rows, images: Path, readme: Path, text: str, current: str, fold
             updates[page] = (page.read_text(),) * 2
     for page, (old, new) in list(updates.items()):  # every block built before any is written
         prefix = Path(os.path.relpath(images, page.parent)).as_posix()
-        new = update_study_block(new, folder / "study", images, prefix, name=display_path(page))
+        new = update_study_block(new, folder / "study", images, prefix, name=terminal_path(page))
         new = update_curves_block(new, folder / "curves", images, prefix,
-                                  name=display_path(page))
+                                  name=terminal_path(page))
         updates[page] = (old, new)
     for page, (old, new) in updates.items():
         if new != old:

@@ -35,7 +35,7 @@ from typing import Any
 
 from pcam.core.errors import PCamError
 from pcam.core.fileio import write_text
-from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, display_path, results_dir
+from pcam.core.paths import DEMO_WEIGHTS, PROJ_ROOT, results_dir, terminal_path
 from pcam.run.config import TrainConfig
 from pcam.run.presets import EXPERIMENTS_DIR
 from pcam.run.settings import MODELS, read_presets, read_toml, settings_values
@@ -191,7 +191,7 @@ def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_
         minutes = budget_minutes or _arms(experiment)[name]["budget_minutes"]
         planned = plan["arms"].get(name)
         if planned is not None and planned.get("budget_minutes") != minutes:
-            raise PCamError(f"{display_path(plan_path)} planned arm {name} for "
+            raise PCamError(f"{terminal_path(plan_path)} planned arm {name} for "
                             f"{planned.get('budget_minutes')} minutes, not {minutes:g}; keep "
                             "that budget, or move the folder away to plan afresh")
         if planned is None:
@@ -244,7 +244,7 @@ def plan_longer(arms: list[str], minutes: float, *, experiment: str = "study", d
     planned = {}
     for name in arms:
         if name not in plan["arms"]:
-            raise PCamError(f"arm {name!r} has no measured costs in {display_path(plan_path)}; "
+            raise PCamError(f"arm {name!r} has no measured costs in {terminal_path(plan_path)}; "
                             f"run `pcam study {name}` first")
         arm = plan["arms"][name]
         config = (arm_config(name, experiment=experiment, data_dir=data_dir)
@@ -253,7 +253,7 @@ def plan_longer(arms: list[str], minutes: float, *, experiment: str = "study", d
             try:
                 config = TrainConfig.from_dict({**arm["cost_key"], "run": name})
             except PCamError as error:
-                raise PCamError(f"{display_path(plan_path)}: arm {name!r} has a bad "
+                raise PCamError(f"{terminal_path(plan_path)}: arm {name!r} has a bad "
                                 f"'cost_key' ({error}); {FIX_PLAN}") from None
         check_costs(plan_path, name, arm["costs"], config)
         n = _patches(config)

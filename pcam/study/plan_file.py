@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from pcam.core.errors import PCamError
-from pcam.core.paths import display_path
+from pcam.core.paths import terminal_path
 from pcam.run.config import TrainConfig, check_setting
 
 FIX_PLAN = "restore it from git or move it away to plan afresh"
@@ -30,12 +30,12 @@ def read_plan(path: Path) -> dict | None:
     try:
         plan = json.loads(path.read_text())
     except (OSError, ValueError, RecursionError) as error:
-        raise PCamError(f"cannot read {display_path(path)} ({error}); {FIX_PLAN}") from None
+        raise PCamError(f"cannot read {terminal_path(path)} ({error}); {FIX_PLAN}") from None
     if not isinstance(plan, dict) or not isinstance(plan.get("arms"), dict):
-        raise PCamError(f"{display_path(path)} is not a plan (no 'arms' object); {FIX_PLAN}")
+        raise PCamError(f"{terminal_path(path)} is not a plan (no 'arms' object); {FIX_PLAN}")
     for name, arm in plan["arms"].items():
         if (problem := _arm_problem(arm)) is not None:
-            raise PCamError(f"{display_path(path)}: arm {name!r} {problem}; {FIX_PLAN}")
+            raise PCamError(f"{terminal_path(path)}: arm {name!r} {problem}; {FIX_PLAN}")
     return plan
 
 
@@ -73,5 +73,5 @@ def check_costs(path: Path, name: str, costs: dict, config: TrainConfig) -> None
     phases = plan_phases(config, get_backbone(config.model).recipe)
     missing = sorted(p for p, (first, end) in phases.items() if end > first and p not in costs)
     if missing:
-        raise PCamError(f"{display_path(path)}: arm {name!r} has no cost for "
+        raise PCamError(f"{terminal_path(path)}: arm {name!r} has no cost for "
                         f"{', '.join(missing)} (its phases); {FIX_PLAN}")
