@@ -9,10 +9,11 @@ more have float16 tensor cores (`mixed_float16`).
 
 So "auto" times a few training steps of the run's own model (random weights,
 its batch size, its training phase) in float32 and in the hardware's 16-bit
-policy, and keeps float32 unless the other is at least `MIN_SPEEDUP` times as
-fast. Hardware without 16-bit instructions keeps float32 without timing. A
-choice is cached per machine and model settings (`pcam.core.paths.cache_dir()`,
-`precision.json`) and recorded with the run (`environment.precision`).
+policy, the two taking turns step by step, and keeps float32 unless the other
+is at least `MIN_SPEEDUP` times as fast. Hardware without 16-bit instructions
+keeps float32 without timing. A choice is cached per machine and model settings
+(`pcam.core.paths.cache_dir()`, `precision.json`) and recorded with the run
+(`environment.precision`).
 """
 
 import json
@@ -81,13 +82,13 @@ def choose_precision(config: TrainConfig) -> dict:
     cache = _read_cache()
     if key in cache:
         return {**cache[key], "cached": True}
-    seconds = {policy: seconds_per_step(config, policy) for policy in ("float32", candidate)}
+    seconds = seconds_per_step(config, ("float32", candidate))
     speedup = seconds["float32"] / seconds[candidate]
     policy = candidate if speedup >= MIN_SPEEDUP else "float32"
     verdict = ("chosen" if policy == candidate else
                f"float32 kept: {candidate} must be {MIN_SPEEDUP:g}x as fast")
     reason = (f"{candidate} trained {speedup:.2f}x as fast as float32 on {device}, "
-              f"median of {STEPS} steps of batch {config.batch_size}; {verdict}")
+              f"medians of {STEPS} alternating steps of batch {config.batch_size}; {verdict}")
     choice = {"requested": "auto", "policy": policy, "device": device, "reason": reason,
               "seconds_per_step": {k: round(v, 5) for k, v in seconds.items()}}
     _write_cache({**cache, key: choice})
@@ -125,33 +126,40 @@ def cpu_flags(cpuinfo: str = "/proc/cpuinfo") -> set[str]:
     return set()
 
 
-def seconds_per_step(config: TrainConfig, policy: str) -> float:
-    """Median seconds of one training step of `config`'s model under `policy`.
+def seconds_per_step(config: TrainConfig, policies: tuple[str, ...]) -> dict[str, float]:
+    """Median seconds of one training step of `config`'s model under each policy.
 
-    The model is built with random weights (speed does not depend on them), set
-    to the phase that trains longest (fine-tune, or from scratch) and trained on
-    random patches of the run's batch size. Keras' global policy is restored.
+    One model per policy is built with random weights (speed does not depend on
+    them), set to the phase that trains longest (fine-tune, or from scratch) and
+    trained on the same random patches of the run's batch size. After `WARMUP`
+    steps each, the models take turns, step by step, so a change in machine
+    load falls on all of them alike. Keras' global policy is restored.
     """
     previous = keras.config.dtype_policy()
-    keras.config.set_dtype_policy(policy)
+    recipe = get_backbone(config.model).recipe
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (config.batch_size, 96, 96, 3), dtype=np.uint8)
+    y = rng.integers(0, 2, (config.batch_size, 1)).astype(np.float32)
     try:
-        recipe = get_backbone(config.model).recipe
-        model = build_model(config.model, alpha=config.alpha, weights=None,
-                            head_units=config.head_units, dropout=config.dropout,
-                            image_size=config.image_size)
-        set_phase(model, "finetune" if recipe == "transfer" else "scratch",
-                  finetune_layers=config.finetune_layers)
-        model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
-        rng = np.random.default_rng(0)
-        x = rng.integers(0, 256, (config.batch_size, 96, 96, 3), dtype=np.uint8)
-        y = rng.integers(0, 2, (config.batch_size, 1)).astype(np.float32)
-        times = []
-        for step in range(WARMUP + STEPS):
-            start = time.perf_counter()
-            model.train_on_batch(x, y)
-            if step >= WARMUP:
-                times.append(time.perf_counter() - start)
-        return statistics.median(times)
+        models = {}
+        for policy in policies:
+            keras.config.set_dtype_policy(policy)
+            model = build_model(config.model, alpha=config.alpha, weights=None,
+                                head_units=config.head_units, dropout=config.dropout,
+                                image_size=config.image_size)
+            set_phase(model, "finetune" if recipe == "transfer" else "scratch",
+                      finetune_layers=config.finetune_layers)
+            model.compile(optimizer=keras.optimizers.Adam(1e-4), loss="binary_crossentropy")
+            for _ in range(WARMUP):
+                model.train_on_batch(x, y)
+            models[policy] = model
+        times = {policy: [] for policy in policies}
+        for _ in range(STEPS):
+            for policy, model in models.items():
+                start = time.perf_counter()
+                model.train_on_batch(x, y)
+                times[policy].append(time.perf_counter() - start)
+        return {policy: statistics.median(t) for policy, t in times.items()}
     finally:
         keras.config.set_dtype_policy(previous)
         keras.backend.clear_session()
