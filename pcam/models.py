@@ -374,3 +374,41 @@ def load_run_model(run_dir: str | Path) -> keras.Model:
     else:
         advice = "restore it, or train the run again (another --run name)"
     return load_checkpoint(path, advice)
+
+
+def float32_copy(model: keras.Model) -> tuple[keras.Model, str | None]:
+    """(the model computing in float32, the policy it was saved with other than float32 or None).
+
+    A run trained in mixed precision keeps its layers' mixed policy in the checkpoint;
+    Scoring runs in float32 (`pcam.evaluation`), ONNX export wants float32 layers
+    (Keras' note), and a mixed LiteRT file needs TensorFlow's Flex ops, which
+    ai-edge-litert's interpreter lacks. The copy has the same weights (a mixed
+    policy keeps its variables in float32); a float32 model is returned as it is.
+    """
+    found = set()
+
+    def to_float32(node):
+        if isinstance(node, dict):
+            if node.get("class_name") == "DTypePolicy" and node["config"]["name"] != "float32":
+                found.add(node["config"]["name"])
+                return {**node, "config": {**node["config"], "name": "float32"}}
+            return {k: ("float32" if k == "dtype" and v in ("float16", "bfloat16") else
+                        to_float32(v)) for k, v in node.items()}
+        return [to_float32(v) for v in node] if isinstance(node, list) else node
+
+    config = to_float32(model.get_config())
+    if not found:
+        return model, None
+    copy = model.__class__.from_config(config)
+    copy.set_weights(model.get_weights())
+    kept = {layer.dtype_policy.name for layer in _layers(copy)
+            if not isinstance(layer, keras.layers.InputLayer)} - {"float32"}
+    if kept:
+        raise RuntimeError(f"the float32 copy of model {model.name} kept policies {kept}")
+    return copy, ", ".join(sorted(found))
+
+
+def _layers(model):
+    for layer in model.layers:
+        yield layer
+        yield from _layers(layer) if hasattr(layer, "layers") else ()

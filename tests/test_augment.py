@@ -181,3 +181,16 @@ def test_fused_augmentation_has_the_reference_distribution():
 def test_jit_setting_checked():
     with pytest.raises(ValueError, match="jit"):
         augment.build_augmenter(["hed"], jit="yes")
+
+
+@pytest.mark.parametrize("bad", [
+    np.zeros((2, 96, 96, 3), np.float32),  # floats in [0, 1] would come out black
+    np.zeros((2, 96, 64, 3), np.uint8),    # not square: no dihedral group
+    np.zeros((2, 96, 96, 1), np.uint8),    # not RGB: no stain jitter
+    np.zeros((96, 96, 3), np.uint8),       # one patch, not a batch
+])
+def test_input_that_is_not_a_uint8_batch_of_square_rgb_patches_is_refused(bad):
+    with pytest.raises(ValueError, match=r"uint8 batch of square RGB patches \[B, S, S, 3\]"):
+        augment.build_augmenter(list(AUGMENTATIONS), seed=0)(tf.constant(bad))
+    with pytest.raises(ValueError, match="uint8 patch"):
+        augment.augmentation_examples(np.zeros((96, 96, 3), np.float32))

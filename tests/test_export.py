@@ -161,6 +161,8 @@ def test_out_under_a_file_is_refused_before_any_work(tmp_path, capsys):
 def test_mixed_precision_model_is_exported_as_its_float32_copy(tmp_path):
     """A run trained in mixed precision: ONNX wants float32 layers, and a mixed LiteRT
     file needs Flex ops its interpreter lacks; the copy computes in float32."""
+    from pcam.models import _layers, float32_copy
+
     keras.config.set_dtype_policy("mixed_float16")
     try:
         inputs = keras.Input((16, 16, 3), dtype="uint8", name="image")
@@ -172,14 +174,14 @@ def test_mixed_precision_model_is_exported_as_its_float32_copy(tmp_path):
         mixed = keras.Model(inputs, outputs)
     finally:
         keras.config.set_dtype_policy("float32")
-    copy, policy = export._float32(mixed)
+    copy, policy = float32_copy(mixed)
     assert policy == "mixed_float16" and copy is not mixed
-    assert {layer.dtype_policy.name for layer in export._layers(copy)
+    assert {layer.dtype_policy.name for layer in _layers(copy)
             if not isinstance(layer, keras.layers.InputLayer)} == {"float32"}
     x = np.random.default_rng(0).integers(0, 256, (8, 16, 16, 3), dtype=np.uint8)
     np.testing.assert_allclose(copy.predict(x, verbose=0), mixed.predict(x, verbose=0),
                                atol=1e-2)
-    same, policy = export._float32(copy)  # already float32: the model itself
+    same, policy = float32_copy(copy)  # already float32: the model itself
     assert same is copy and policy is None
 
 

@@ -6,7 +6,6 @@ import json
 import keras
 import pytest
 
-from pcam.core.errors import PCamError
 from pcam.run import records
 from pcam.run.config import TrainConfig
 from pcam.train import precision
@@ -119,33 +118,98 @@ def test_a_real_timing_of_both_policies_is_positive_and_restores_the_policy():
     assert keras.config.dtype_policy().name == "float32"
 
 
-def test_the_run_records_the_choice_and_refuses_to_resume_in_another_policy(
-        tmp_path, synthetic_data_dir, monkeypatch):
+def _interrupted_run(tmp_path, data_dir, config):
+    """Start `config`'s run, record one epoch, release it: a run to resume."""
     from pcam.run.runlock import release_lock
-    from pcam.train.session import set_seed_and_precision, start_run
+    from pcam.train.session import start_run
 
-    _cpu_with(monkeypatch, {"avx512_bf16"}, {"float32": 0.3, "mixed_bfloat16": 0.1})
-    config = _config(run="r", data_dir=str(synthetic_data_dir), epochs=2, head_epochs=0,
-                     max_samples=32, max_eval_samples=32, augment=(), tta=False)
-    assert set_seed_and_precision(config) == "mixed_bfloat16"
     run = start_run(config, results=tmp_path, verbose=0)
     release_lock(run.lock)
-    stored = run.record["environment"]["precision"]
-    assert stored["requested"] == "auto" and stored["policy"] == "mixed_bfloat16"
-    assert run.record["distribution"]["precision"] == "mixed_bfloat16"
     records.start_phase(run.record, "finetune", 1, 2, trainable_params=10)
     records.add_epoch(run.record, {"epoch": 1, "phase": "finetune", "loss": 0.7,
                                    "val_auc": 0.6, "learning_rate": 1e-3, "seconds": 1.0})
     records.write_record(run.folder, run.record)
-    before = (run.folder / records.RECORD).read_bytes()
+    return run
 
-    # the same machine now measures otherwise (say, a new cache): the run is not resumed
+
+def _tiny(data_dir, **changes) -> TrainConfig:
+    return _config(run="r", data_dir=str(data_dir), epochs=2, head_epochs=0, max_samples=32,
+                   max_eval_samples=32, augment=(), tta=False, **changes)
+
+
+def test_the_run_records_the_choice_and_resumes_in_the_policy_it_trained_in(
+        tmp_path, synthetic_data_dir, monkeypatch, capsys):
+    from pcam.train.session import set_seed_and_precision, start_run
+
+    _cpu_with(monkeypatch, {"avx512_bf16"}, {"float32": 0.3, "mixed_bfloat16": 0.1})
+    config = _tiny(synthetic_data_dir)
+    assert set_seed_and_precision(config) == "mixed_bfloat16"
+    run = _interrupted_run(tmp_path, synthetic_data_dir, config)
+    stored = run.record["environment"]["precision"]
+    assert stored["requested"] == "auto" and stored["policy"] == "mixed_bfloat16"
+    assert run.record["distribution"]["precision"] == "mixed_bfloat16"
+
+    # auto now says float32 (no cache, another machine): the run resumes in bfloat16
     _cpu_with(monkeypatch, {"avx2"})
-    set_seed_and_precision(config)
-    with pytest.raises(PCamError, match="trained in mixed_bfloat16.*rerun with precision "
-                                        "mixed_bfloat16"):
-        start_run(config, results=tmp_path, verbose=0)
-    assert (run.folder / records.RECORD).read_bytes() == before
+    assert set_seed_and_precision(config) == "float32"
+    resumed = start_run(config, results=tmp_path, verbose=0)
+    assert keras.config.dtype_policy().name == "mixed_bfloat16"
+    assert resumed.record["resumed"] and "the policy run r trained in" in capsys.readouterr().out
+    assert resumed.record["environment"]["precision"]["policy"] == "mixed_bfloat16"
+
+
+def test_a_run_from_before_auto_resumes_with_the_default(tmp_path, synthetic_data_dir,
+                                                        monkeypatch):
+    """Its record says precision float32 (the old default) and has no environment.precision."""
+    from pcam.train.session import set_seed_and_precision, start_run
+
+    old = _tiny(synthetic_data_dir, precision="float32")
+    set_seed_and_precision(old)
+    run = _interrupted_run(tmp_path, synthetic_data_dir, old)
+    del run.record["environment"]["precision"]
+    records.write_record(run.folder, run.record)
+
+    _cpu_with(monkeypatch, {"avx512_bf16"}, {"float32": 0.3, "mixed_bfloat16": 0.1})
+    config = _tiny(synthetic_data_dir)  # precision "auto", today's default
+    assert set_seed_and_precision(config) == "mixed_bfloat16"
+    resumed = start_run(config, results=tmp_path, verbose=0)
+    assert keras.config.dtype_policy().name == "float32"
+    assert resumed.record["config"]["precision"] == "float32" and resumed.record["resumed"]
+
+
+@pytest.mark.parametrize("entry", [
+    [], "mixed_bfloat16", {"policy": "mixed_bfloat16"},
+    {"requested": "auto", "policy": "float64", "device": "x", "reason": "r",
+     "seconds_per_step": {"float32": 1, "mixed_bfloat16": 1}},
+    {"requested": "float32", "policy": "float32", "device": "x", "reason": "r",
+     "seconds_per_step": {"float32": 1, "mixed_bfloat16": 1}},
+    {"requested": "auto", "policy": "mixed_float16", "device": "x", "reason": "r",
+     "seconds_per_step": {"float32": 1, "mixed_bfloat16": 1}},
+    {"requested": "auto", "policy": "float32", "device": "x", "reason": 3,
+     "seconds_per_step": {"float32": 1, "mixed_bfloat16": 1}},
+    {"requested": "auto", "policy": "float32", "device": "x", "reason": "r", "junk": 1,
+     "seconds_per_step": {"float32": 1, "mixed_bfloat16": 1}},
+], ids=["list", "string", "no-keys", "float64", "requested", "fp16-on-cpu", "reason", "extra"])
+def test_a_malformed_cache_entry_is_timed_again(monkeypatch, tmp_path, capsys, entry):
+    timed = _cpu_with(monkeypatch, {"avx512_bf16"}, {"float32": 0.3, "mixed_bfloat16": 0.1})
+    config = _config()
+    key = precision._cache_key(config, precision.sixteen_bit_policy()[0])
+    cache = tmp_path / "cache" / precision.CACHE_FILE
+    cache.parent.mkdir()
+    cache.write_text(json.dumps({key: entry}))
+    choice = precision.apply_precision(config)
+    assert choice["policy"] == "mixed_bfloat16" and len(timed) == 2
+    assert f"malformed entry for this model in {cache}" in capsys.readouterr().err
+    assert precision._valid_entry(json.loads(cache.read_text())[key], "mixed_bfloat16")
+
+
+def test_a_multi_worker_run_is_not_timed(monkeypatch):
+    _cpu_with(monkeypatch, {"avx512_bf16"})  # timing would fail the test
+    monkeypatch.setenv("TF_CONFIG", json.dumps({
+        "cluster": {"worker": ["localhost:1", "localhost:2"]},
+        "task": {"type": "worker", "index": 0}}))
+    choice = precision.choose_precision(_config())
+    assert choice["policy"] == "float32" and "multi-worker run is not timed" in choice["reason"]
 
 
 def test_start_run_without_the_choice_for_auto_is_refused(tmp_path, synthetic_data_dir):
@@ -156,3 +220,18 @@ def test_start_run_without_the_choice_for_auto_is_refused(tmp_path, synthetic_da
     config = _config(run="r", data_dir=str(synthetic_data_dir))
     with pytest.raises(RuntimeError, match="call set_seed_and_precision"):
         start_run(config, results=tmp_path, verbose=0)
+
+
+def test_a_run_trained_in_bfloat16_is_scored_in_float32(tmp_path):
+    """Evaluation and predict load the best checkpoint as its float32 copy."""
+    from pcam.evaluation.evaluate import _load_best
+    from pcam.models import _layers, build_model
+
+    keras.config.set_dtype_policy("mixed_bfloat16")
+    model = build_model("mobilenet", alpha=0.25, weights=None, head_units=(4,))
+    keras.config.set_dtype_policy("float32")
+    (tmp_path / "checkpoints").mkdir()
+    model.save(tmp_path / "checkpoints" / "best.keras")
+    scored = _load_best(tmp_path, {"checkpoints": {"best": "checkpoints/best.keras"}})
+    assert {layer.dtype_policy.name for layer in _layers(scored)
+            if not isinstance(layer, keras.layers.InputLayer)} == {"float32"}

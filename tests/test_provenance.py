@@ -157,12 +157,15 @@ def test_missing_checkpoint_is_named_and_its_figures_marked(dirty_runs, capsys):
     Image.new("RGB", (8, 8)).save(images / "mobilenet_gradcam.png")  # from an earlier report
     build_report(results, readme, images, allow_dirty=True)
     out = capsys.readouterr().out.splitlines()
-    assert ("note: mobilenet-pub: mobilenet Grad-CAM (<external>/images/mobilenet_gradcam.png) "
-            "needs <external>/checkpoints/best.keras, which is missing (checkpoints are not "
-            "committed); the file an earlier report drew is kept") in out
-    assert ("note: resnet50-pub: resnet50 diagram (<external>/images/resnet50_model.png) needs "
-            "<external>/checkpoints/best.keras, which is missing (checkpoints are not "
-            "committed); not drawn") in out
+    # the terminal names the real files (the folders lie outside the project)
+    best = results / "mobilenet-pub" / "checkpoints" / "best.keras"
+    assert (f"note: mobilenet-pub: mobilenet Grad-CAM ({images / 'mobilenet_gradcam.png'}) "
+            f"needs {best}, which is missing (checkpoints are not committed); the file an "
+            "earlier report drew is kept") in out
+    best = results / "resnet50-pub" / "checkpoints" / "best.keras"
+    assert (f"note: resnet50-pub: resnet50 diagram ({images / 'resnet50_model.png'}) needs "
+            f"{best}, which is missing (checkpoints are not committed); not drawn") in out
+    assert not any("<external>" in line for line in out)
     text = readme.read_text()
     assert "[mobilenet Grad-CAM](images/mobilenet_gradcam.png)†" in text
     assert "[mobilenet curves](images/mobilenet_curves.png) ·" in text  # no mark: records only

@@ -100,7 +100,8 @@ def display_path(path: str | os.PathLike) -> str:
             return candidate.relative_to(PROJ_ROOT).as_posix()
         except ValueError:
             continue
-    return "<external>/" + "/".join(candidate.parts[-2:])
+    tail = [part for part in candidate.parts[-2:] if part != candidate.anchor]
+    return "<external>/" + "/".join(tail)
 
 
 def terminal_path(path: str | os.PathLike) -> str:

@@ -79,6 +79,7 @@ def build_augmenter(names: Sequence[str], seed: int = 0, *,
 
     def augment(images: tf.Tensor, seed: tf.Tensor | None = None) -> tf.Tensor:
         x = tf.convert_to_tensor(images)
+        _check_batch(x)
         if seed is None:
             seed = gen.make_seeds(1)[:, 0]
         seeds = dict(zip(steps, tf.unstack(_split(seed, len(steps))), strict=True))
@@ -124,11 +125,23 @@ def augmentation_examples(patch, seed: int = 0) -> dict[str, np.ndarray]:
     Returns:
         dict name -> uint8 (96, 96, 3): "original", then each of `AUGMENTATIONS`.
     """
-    x = tf.convert_to_tensor(np.asarray(patch, dtype=np.uint8)[None])
-    out = {"original": np.asarray(patch, dtype=np.uint8)}
+    patch = np.asarray(patch)
+    if patch.dtype != np.uint8:
+        raise ValueError(f"augmentation_examples takes a uint8 patch (0..255), got {patch.dtype}")
+    x = tf.convert_to_tensor(patch[None])
+    out = {"original": patch}
     for name in AUGMENTATIONS:
         out[name] = build_augmenter([name], seed)(x)[0].numpy()
     return out
+
+
+def _check_batch(x: tf.Tensor) -> None:
+    """A uint8 batch of square RGB patches [B, S, S, 3], or a ValueError saying what it is."""
+    shape = x.shape
+    square = shape.rank == 4 and (None in shape[1:3] or shape[1] == shape[2])
+    if x.dtype != tf.uint8 or not square or shape[-1] not in (None, 3):
+        raise ValueError(f"augmentation takes a uint8 batch of square RGB patches "
+                         f"[B, S, S, 3] (0..255), got {x.dtype.name} {list(shape)}")
 
 
 def _split(seed, n: int):

@@ -26,7 +26,7 @@ from pcam.core.errors import PCamError
 from pcam.evaluation.metrics import THRESHOLD_RULE, choose_threshold, evaluate_predictions
 from pcam.evaluation.predict import Predictor, predict_split
 from pcam.evaluation.predictions import save_predictions
-from pcam.models import load_checkpoint
+from pcam.models import float32_copy, load_checkpoint
 from pcam.run import records
 from pcam.run.records import read_record, run_path
 from pcam.run.runlock import acquire_lock, release_lock
@@ -211,10 +211,11 @@ def _evaluate_external(folder: Path, record: dict, splits: dict, data_dir: Path,
 
 
 def _load_best(folder: Path, record: dict):
+    """The best checkpoint, computing in float32 whatever precision it trained in."""
     best = folder / record["checkpoints"]["best"]
-    return load_checkpoint(best, advice=(
+    return float32_copy(load_checkpoint(best, advice=(
         "the run has no usable best checkpoint: restore that file, or train the run again "
-        "(another --run name)"))
+        "(another --run name)")))[0]
 
 
 def _evaluate(folder: Path, record: dict, splits: dict, caps: dict, *, tta: bool,

@@ -105,7 +105,7 @@ def export_run(run, fmt: str, out, *, quantize: str | None = None,
                 "with --data-dir") from None
     data_dir = Path(data_dir)
     split = open_split(data_dir, "test")
-    model, policy = _float32(_load_run_model(folder))
+    model, policy = _load_run_model(folder)
     batch_size = batch_size or EVAL_BATCH
 
     keras_pred = predict_split(model, split, max_samples=max_samples, batch_size=batch_size)
@@ -118,7 +118,7 @@ def export_run(run, fmt: str, out, *, quantize: str | None = None,
         summary = _compare(keras_pred, probs, fmt=fmt, quantize=quantize)
         summary.update(out=str(out), bytes=_size(temp), export_seconds=export_seconds,
                        export_ips=len(probs) / seconds, run=record["run"],
-                       data_dir=paths.display_path(data_dir), trained_policy=policy)
+                       data_dir=paths.terminal_path(data_dir), trained_policy=policy)
         if quantize is not None:  # the float file, only to compare size and AUC with
             summary.update(_float_litert(model, split, keras_pred["y_true"],
                                          max_samples=max_samples, batch_size=batch_size))
@@ -259,11 +259,14 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _load_run_model(folder: Path):
-    # The one place the model is found: inference.keras, else checkpoints/best.keras.
-    from pcam.models import load_run_model
+def _load_run_model(folder: Path) -> tuple:
+    """(the run's model as its float32 copy, the mixed policy it trained in or None).
 
-    return load_run_model(folder)
+    The one place the model is found: inference.keras, else checkpoints/best.keras.
+    """
+    from pcam.models import float32_copy, load_run_model
+
+    return float32_copy(load_run_model(folder))
 
 
 def _float_litert(model, split, y_true, *, max_samples, batch_size) -> dict:
@@ -275,45 +278,6 @@ def _float_litert(model, split, y_true, *, max_samples, batch_size) -> dict:
         probs, _ = predict_artifact(load_artifact("litert", path), split,
                                     max_samples=max_samples, batch_size=batch_size)
         return {"float_bytes": _size(path), "float_auc": _auc(y_true, probs)}
-
-
-def _float32(model) -> tuple:
-    """(the model computing in float32, the policy it was saved with other than float32 or None).
-
-    A run trained in mixed precision keeps its layers' mixed policy in the checkpoint;
-    ONNX export wants float32 layers (Keras' note), and a mixed LiteRT file needs
-    TensorFlow's Flex ops, which ai-edge-litert's interpreter lacks. The copy has the
-    same weights (a mixed policy keeps its variables in float32).
-    """
-    import keras
-
-    found = set()
-
-    def to_float32(node):
-        if isinstance(node, dict):
-            if node.get("class_name") == "DTypePolicy" and node["config"]["name"] != "float32":
-                found.add(node["config"]["name"])
-                return {**node, "config": {**node["config"], "name": "float32"}}
-            return {k: ("float32" if k == "dtype" and v in ("float16", "bfloat16") else
-                        to_float32(v)) for k, v in node.items()}
-        return [to_float32(v) for v in node] if isinstance(node, list) else node
-
-    config = to_float32(model.get_config())
-    if not found:
-        return model, None
-    copy = model.__class__.from_config(config)
-    copy.set_weights(model.get_weights())
-    kept = {layer.dtype_policy.name for layer in _layers(copy)
-            if not isinstance(layer, keras.layers.InputLayer)} - {"float32"}
-    if kept:
-        raise RuntimeError(f"the float32 copy of model {model.name} kept policies {kept}")
-    return copy, ", ".join(sorted(found))
-
-
-def _layers(model):
-    for layer in model.layers:
-        yield layer
-        yield from _layers(layer) if hasattr(layer, "layers") else ()
 
 
 def _compare(keras_pred: dict, probs, *, fmt: str, quantize: str | None) -> dict:

@@ -42,7 +42,7 @@ from pcam.data.user_patches import (
 )
 from pcam.evaluation.metrics import evaluate_predictions
 from pcam.evaluation.predict import EVAL_BATCH, Predictor
-from pcam.models import load_run_model, run_model_file
+from pcam.models import float32_copy, load_run_model, run_model_file
 from pcam.run.records import read_record, run_path
 
 FORMATS = ("csv", "kaggle")
@@ -91,7 +91,7 @@ def predict_patches(run: str | os.PathLike, source: str | os.PathLike, *,
     print(f"predict: run {record['run']}, model {where}, threshold "
           f"{threshold['value']:.4f}{tta_cut} (chosen on its valid split); {patches.count:,} "
           f"patch{'es' if patches.count != 1 else ''} from {shown(patches.path)}", flush=True)
-    predictor = Predictor(load_run_model(folder))
+    predictor = Predictor(float32_copy(load_run_model(folder))[0])  # scored in float32
     summary = score_patches(predictor, patches, target, threshold, tta=tta, fmt=fmt,
                             batch_size=batch_size, progress=progress)
     summary.update(run=record["run"], model_file=model_file)

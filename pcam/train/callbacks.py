@@ -18,7 +18,7 @@ import numpy as np
 
 from pcam.core.errors import PCamError
 from pcam.core.fileio import atomic_path
-from pcam.core.paths import display_path
+from pcam.core.paths import display_path, terminal_path
 from pcam.run import records
 
 
@@ -128,20 +128,23 @@ class RecordHistory(keras.callbacks.Callback):
     def on_train_end(self, logs=None):
         if self.guard.failed_at is not None:
             records.finish_phase(self.record, self.phase, stopped_early=True, status="failed")
-            message = _nan_message(self.folder, self.record, self.guard.failed_at)
-            records.mark_failed(self.record, message)
+            failed_at = self.guard.failed_at
+            records.mark_failed(self.record, _nan_message(self.folder, self.record, failed_at,
+                                                          display_path))
             self.write(self.record)
-            raise PCamError(message)
+            raise PCamError(_nan_message(self.folder, self.record, failed_at, terminal_path))
         done = records.epochs_done(self.record)
         records.finish_phase(self.record, self.phase, stopped_early=done < self.end)
         self.write(self.record)
 
 
-def _nan_message(folder: Path, record: dict, failed_at: dict) -> str:
+def _nan_message(folder: Path, record: dict, failed_at: dict, shown) -> str:
+    """Why the run stopped; `shown` writes paths (display_path for the record,
+    terminal_path for the message on the terminal)."""
     last = folder / "checkpoints" / "last.keras"
     where = f"epoch {failed_at['epoch']}, batch {failed_at['batch']}"
     if record["history"] and last.exists():
-        keep = (f"the last good checkpoint is {display_path(last)} "
+        keep = (f"the last good checkpoint is {shown(last)} "
                 f"(epoch {records.epochs_done(record)})")
     else:
         keep = "no checkpoint was saved (it failed in the first epoch)"

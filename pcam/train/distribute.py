@@ -101,6 +101,14 @@ def tf_config() -> dict | None:
     return {**value, "task": {**task, "type": kind, "index": index}}
 
 
+def wants_multiworker(name: str) -> bool:
+    """Whether strategy `name` makes a multi-worker run: "multiworker", or "auto" with a
+    TF_CONFIG of several tasks (read only: TensorFlow is not started)."""
+    cluster = tf_config()
+    tasks = sum(len(v) for v in cluster["cluster"].values()) if cluster else 0
+    return name == "multiworker" or (name == "auto" and tasks > 1)
+
+
 def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     """The `tf.distribute` strategy for `name`; create it before other TF work.
 
@@ -119,8 +127,7 @@ def make_strategy(name: str = "auto") -> tf.distribute.Strategy:
     if name not in STRATEGIES:
         raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}, got {name!r}")
     cluster = tf_config()
-    tasks = sum(len(v) for v in cluster["cluster"].values()) if cluster else 0
-    if name == "multiworker" or (name == "auto" and tasks > 1):
+    if wants_multiworker(name):
         if cluster is None:
             raise PCamError("--strategy multiworker needs TF_CONFIG describing the cluster "
                             "(see the README, 'Several GPUs and machines')")

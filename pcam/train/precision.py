@@ -30,6 +30,7 @@ from pcam.core.fileio import write_text
 from pcam.core.paths import cache_dir
 from pcam.models import build_model, get_backbone, set_phase
 from pcam.run.config import TrainConfig
+from pcam.train.distribute import wants_multiworker
 
 MIN_SPEEDUP = 1.1  # a 16-bit policy must beat float32 by this much (noise, rounding risk)
 WARMUP, STEPS = 2, 6  # untimed steps (tracing), then timed ones (median)
@@ -75,13 +76,22 @@ def choose_precision(config: TrainConfig) -> dict:
         {"requested": "auto", "policy", "reason", "device"}, plus
         "seconds_per_step" and "cached" when the choice was timed.
     """
+    if wants_multiworker(config.strategy):
+        return {"requested": "auto", "policy": "float32", "reason": (
+            "a multi-worker run is not timed (TensorFlow must not start before its collective "
+            "ops are set up, and every worker must train in one policy); pass --precision "
+            "to choose another")}
     device, candidate, absent = sixteen_bit_policy()
     if candidate is None:
         return {"requested": "auto", "policy": "float32", "device": device, "reason": absent}
     key = _cache_key(config, device)
     cache = _read_cache()
-    if key in cache:
-        return {**cache[key], "cached": True}
+    entry = cache.get(key)
+    if entry is not None and _valid_entry(entry, candidate):
+        return {**entry, "cached": True}
+    if entry is not None:
+        print(f"warning: ignoring a malformed entry for this model in "
+              f"{cache_dir() / CACHE_FILE}; precision is timed again", file=sys.stderr)
     seconds = seconds_per_step(config, ("float32", candidate))
     speedup = seconds["float32"] / seconds[candidate]
     policy = candidate if speedup >= MIN_SPEEDUP else "float32"
@@ -165,6 +175,19 @@ def seconds_per_step(config: TrainConfig, policies: tuple[str, ...]) -> dict[str
         keras.backend.clear_session()
 
 
+def _valid_entry(entry, candidate: str) -> bool:
+    """Whether a cached choice has the shape `choose_precision` writes and a policy it picks."""
+    keys = {"requested", "policy", "device", "reason", "seconds_per_step"}
+    if not isinstance(entry, dict) or set(entry) != keys:
+        return False
+    seconds = entry["seconds_per_step"]
+    return (entry["requested"] == "auto" and entry["policy"] in ("float32", candidate)
+            and isinstance(entry["reason"], str) and isinstance(entry["device"], str)
+            and isinstance(seconds, dict) and set(seconds) == {"float32", candidate}
+            and all(isinstance(v, int | float) and not isinstance(v, bool) and v > 0
+                    for v in seconds.values()))
+
+
 def _cache_key(config: TrainConfig, device: str) -> str:
     values = config.to_dict()
     speed = {name: values[name] for name in SPEED_FIELDS}
@@ -181,7 +204,11 @@ def _read_cache() -> dict:
         print(f"warning: ignoring {path} ({error}); precision is timed again",
               file=sys.stderr)
         return {}
-    return cache if isinstance(cache, dict) else {}
+    if not isinstance(cache, dict):
+        print(f"warning: ignoring {path} (not a JSON object); precision is timed again",
+              file=sys.stderr)
+        return {}
+    return cache
 
 
 def _write_cache(cache: dict) -> None:

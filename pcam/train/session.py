@@ -140,6 +140,7 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
             for temp in stale_temps(folder / name):  # left by a killed run; the lock is ours
                 temp.unlink(missing_ok=True)
         data = data_section(config, data_dir, splits)
+        config, precision = _resume_precision(folder, config, precision)
         record = records.resume_or_new(
             folder, config=config.to_dict(),
             backbone={"recipe": backbone.recipe, "preprocessing": backbone.preprocessing_note,
@@ -161,6 +162,36 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
         print(f"note: {note}", flush=True)
     run.lock = lock
     return run
+
+
+def _resume_precision(folder, config: TrainConfig, precision: dict) -> tuple:
+    """(config, precision) for a run that "auto" resumes: the policy it trained in.
+
+    A run interrupted with precision "auto" (or before "auto" was the default, with
+    the setting it had) resumes in the policy its record names, whatever a new
+    timing said; Keras' global policy is set to it (the model is built after).
+    Anything else is returned as it is (`resume_or_new` decides what resumes).
+    """
+    path = folder / records.RECORD
+    if config.precision != "auto" or not path.is_file():
+        return config, precision
+    try:
+        stored = records.load_record_file(path)
+    except PCamError:
+        return config, precision  # resume_or_new names the problem
+    if not stored["history"] or stored["status"] == "complete":
+        return config, precision
+    setting = stored["config"].get("precision", "float32")
+    policy = stored["environment"].get("precision", {}).get("policy")
+    policy = policy or (setting if setting != "auto" else None)
+    if policy is None or policy == precision["policy"]:
+        return config, precision
+    keras.config.set_dtype_policy(policy)
+    print(f"precision auto: {policy} (the policy run {config.run} trained in; it resumes in "
+          f"it, not in the {precision['policy']} just chosen)", flush=True)
+    return config.replace(precision=setting), {
+        "requested": "auto", "policy": policy,
+        "reason": f"resumed in the policy the run trained in ({policy})"}
 
 
 def _check_resume(stored: dict, data: dict, data_dir, precision: dict) -> str | None:
