@@ -22,6 +22,7 @@ from pcam.data.pipeline import make_dataset
 from pcam.evaluation.metrics import training_metrics
 from pcam.models import build_model, get_backbone, set_phase
 from pcam.run.config import TrainConfig
+from pcam.train.precision import apply_precision
 from pcam.train.session import plan_phases
 
 # A guard, far above what any budget here buys (MobileNet on the subset: about two
@@ -73,9 +74,15 @@ def measure_costs(config: TrainConfig, repeats: int = REPEATS) -> dict[str, floa
     # (repeated, so that a split smaller than the timed batches still fills them)
     train = patches("train", shuffle=True, seed=config.seed, augment=config.augment,
                     repeat=True).take(WARMUP + repeats * CHUNK)
-    model = build_model(config.model, alpha=config.alpha, weights=config.weights,
-                        head_units=config.head_units, dropout=config.dropout,
-                        image_size=config.image_size, bn_momentum=config.bn_momentum)
+    # The arm's own dtype policy ("auto": what the run would choose here), restored after.
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(apply_precision(config)["policy"])
+    try:
+        model = build_model(config.model, alpha=config.alpha, weights=config.weights,
+                            head_units=config.head_units, dropout=config.dropout,
+                            image_size=config.image_size, bn_momentum=config.bn_momentum)
+    finally:
+        keras.config.set_dtype_policy(previous)
     recipe = get_backbone(config.model).recipe
     costs = {}
     for phase in ("scratch",) if recipe == "scratch" else ("head", "finetune"):
