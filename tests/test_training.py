@@ -136,9 +136,12 @@ def test_nan_loss_stops_with_clear_message(tmp_path, synthetic_data_dir):
         run_training(config, results=tmp_path, verbose=0, callbacks=[_PoisonAtEpoch2()])
     message = str(error.value)
     assert "training loss became nan at epoch 2, batch 2" in message
-    assert "last good checkpoint is" in message and "last.keras (epoch 1)" in message
+    last = tmp_path / "nan" / "checkpoints" / "last.keras"
+    assert f"last good checkpoint is {last} (epoch 1)" in message  # the real file
     record = json.loads((tmp_path / "nan" / "record.json").read_text())
-    assert record["status"] == "failed" and record["error"] == message
+    # the record (committed with a run) names it as display_path does: no machine path
+    assert record["status"] == "failed"
+    assert record["error"] == message.replace(str(last), "<external>/checkpoints/last.keras")
     assert [h["epoch"] for h in record["history"]] == [1]
     for name in ("last", "best"):
         model = keras.models.load_model(tmp_path / "nan" / "checkpoints" / f"{name}.keras")
