@@ -302,7 +302,7 @@ def test_a_refusal_inside_the_kernel_leaves_the_run_folder_byte_identical(
         target.write_text('{"cells": []}')  # papermill's first write
         target.with_name("kernel.log").write_text("this attempt's log\n")
         raise PCamError(f"run r exists with other settings (epochs); rerun with the same "
-                        f"settings (in {nb.display_path(target)})")
+                        f"settings (in {nb.terminal_path(target)})")
 
     monkeypatch.setattr(nb, "_execute", refusing_kernel)
     code, _, err = _cli(["train", "--model", "mobilenet", "--preset", "smoke", "--run", "r",
@@ -310,7 +310,7 @@ def test_a_refusal_inside_the_kernel_leaves_the_run_folder_byte_identical(
                          str(synthetic_data_dir), "--weights", "none", "--epochs", "5"])
     assert code == 2, err
     assert err.strip().endswith(f"(in notebooks/{MOBILENET_NB}; "
-                                f"{nb.display_path(folder)} was left as it was)"), err
+                                f"{nb.terminal_path(folder)} was left as it was)"), err
     assert _files(tmp_path) == before and _tree(tmp_path) == tree
 
 
@@ -431,7 +431,7 @@ def test_a_non_chief_worker_leaves_no_temporary_folder(fails, tmp_path, monkeypa
         made.append(Path(done.stdout.strip()))
         target.write_text("{}")
         if fails:
-            raise PCamError(f"bad data (in {nb.display_path(target)})")
+            raise PCamError(f"bad data (in {nb.terminal_path(target)})")
 
     monkeypatch.setattr(nb, "_execute", kernel)
     config = TrainConfig.for_model("mobilenet", "smoke", run="r")
