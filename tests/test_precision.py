@@ -235,3 +235,18 @@ def test_a_run_trained_in_bfloat16_is_scored_in_float32(tmp_path):
     scored = _load_best(tmp_path, {"checkpoints": {"best": "checkpoints/best.keras"}})
     assert {layer.dtype_policy.name for layer in _layers(scored)
             if not isinstance(layer, keras.layers.InputLayer)} == {"float32"}
+
+
+def test_the_choice_reaches_the_terminal_from_a_running_notebook(capsys):
+    """`pcam train` shows epoch lines of the kernel's output, and now the precision line."""
+    import logging
+
+    from pcam.execute.notebooks import _EpochLines
+
+    lines = ("precision auto: mixed_bfloat16 (mixed_bfloat16 trained 1.48x as fast ...)\n"
+             "run r: 10 steps an epoch, 1 replica(s)\nEpoch 1/2\n")
+    _EpochLines(everything=False).emit(logging.LogRecord("papermill", logging.INFO, "", 0,
+                                                         lines, None, None))
+    out = capsys.readouterr().out.splitlines()
+    assert out == ["  precision auto: mixed_bfloat16 (mixed_bfloat16 trained 1.48x as fast ...)",
+                   "  Epoch 1/2"]

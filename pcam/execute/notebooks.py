@@ -41,8 +41,9 @@ NOTEBOOKS = {
 EXTRA_PARAMETERS = ("RESULTS_DIR", "COMPARE_WITH")
 _PATH_FIELDS = ("data_dir", "weights")
 _INLINE = "module://matplotlib_inline.backend_inline"  # figures shown in the notebook
-# What reaches the terminal from a running notebook: Keras' epoch lines (verbose=2).
-_EPOCH_LINE = re.compile(r"Epoch \d+/\d+|^\d+/\d+ - .*val_auc")
+# What reaches the terminal from a running notebook: Keras' epoch lines (verbose=2) and
+# the dtype policy "auto" chose (pcam.train.precision).
+_EPOCH_LINE = re.compile(r"Epoch \d+/\d+|^\d+/\d+ - .*val_auc|^precision auto: ")
 
 
 def notebook_parameters(path: Path) -> dict[str, Any]:
