@@ -55,11 +55,15 @@ def apply_precision(config: TrainConfig) -> dict:
         choice = choose_precision(config)
         print(f"precision auto: {choice['policy']} ({choice['reason']})", flush=True)
     else:
-        choice = {"requested": config.precision, "policy": config.precision,
-                  "reason": "set in the run's settings"}
+        choice = explicit_choice(config.precision)
     keras.config.set_dtype_policy(choice["policy"])
     _current = choice
     return choice
+
+
+def explicit_choice(policy: str) -> dict:
+    """The record's entry for a policy the run's settings name (no choice was made)."""
+    return {"requested": policy, "policy": policy, "reason": "set in the run's settings"}
 
 
 def current_choice() -> dict | None:

@@ -44,7 +44,7 @@ from pcam.run.config import TrainConfig
 from pcam.run.runlock import acquire_lock, claim_folder, release_lock, remove_claimed
 from pcam.train import distribute
 from pcam.train.callbacks import EpochCheckpoints, EpochCSVLogger, NaNGuard, RecordHistory
-from pcam.train.precision import apply_precision, current_choice
+from pcam.train.precision import apply_precision, current_choice, explicit_choice
 from pcam.train.weights import weights_provenance
 
 __all__ = ["TrainingRun", "plan_phases", "set_seed_and_precision", "start_run",
@@ -122,7 +122,7 @@ def start_run(config: TrainConfig, *, results=None, verbose: str | int = "auto",
             raise RuntimeError(f"the Keras dtype policy ({policy}) was not set for this "
                                f"run's precision {config.precision}: call "
                                "set_seed_and_precision(config) before start_run")
-        precision = {"requested": policy, "policy": policy, "reason": "set in the run's settings"}
+        precision = explicit_choice(policy)
     # A multi-worker strategy must exist before TensorFlow sets up its devices.
     strategy = distribute.make_strategy(config.strategy)
     target = paths.results_dir(results) / config.run
