@@ -208,6 +208,23 @@ def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch,
     assert (tmp_path / "images" / "mobilenet_gradcam.png").read_bytes() == drawn
 
 
+def test_data_outside_the_project_is_named_with_the_variable_that_finds_it(
+        two_runs, tmp_path, monkeypatch, capsys):
+    """Records keep no path outside the project, so the note says where the run's data
+    was (as the record names it) and to set PCAM_DATA_DIR, not to download PCam."""
+    results, readme, images = two_runs
+    record_file = results / "mobilenet-pub" / "record.json"
+    record = json.loads(record_file.read_text())
+    record["data"]["dir"] = "<external>/elsewhere/pcam"
+    record_file.write_text(json.dumps(record))
+    monkeypatch.setenv("PCAM_DATA_DIR", str(tmp_path / "empty"))
+    build_report(results, readme, images)
+    out = capsys.readouterr().out
+    assert ("run mobilenet-pub used data outside the project (<external>/elsewhere/pcam), and "
+            f"{tmp_path / 'empty'} does not hold its train split; set PCAM_DATA_DIR") in out
+    assert "pcam download" not in out
+
+
 @pytest.mark.parametrize(("data", "expected"), [
     ({"synthetic": True, "info": {"source": "synthetic"}}, "synthetic patches"),
     ({"info": {"source": "PCam, Zenodo record 2546921"}}, "PCam, official HDF5 files and splits"),

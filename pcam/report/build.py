@@ -29,23 +29,29 @@ _NO_RUNS = ("No published run yet. Train with `--published` (notebook: `PUBLISHE
             "`python -m pcam report`.")
 
 
-def _data_dir(record: dict, split: str) -> Path:
-    from pcam.core.paths import data_dir, from_display_path
-
+def _stored_data_dir(record: dict, split: str) -> str | None:
     # an evaluation on another data folder records it per split
     stored = (record.get("metrics") or {}).get(split, {}).get("data_dir")
-    stored = stored or (record.get("data") or {}).get("dir")
-    return from_display_path(stored) or data_dir()
+    return stored or (record.get("data") or {}).get("dir")
 
 
 def _recorded_split(record: dict, name: str):
     """The split `name` of the data `record`'s run was trained on, checked against the
     record's data fingerprint; `PCamError` saying why it cannot be used otherwise."""
+    from pcam.core.paths import data_dir, from_display_path
     from pcam.data.describe import fingerprint, fingerprint_changes
     from pcam.data.h5read import open_split
 
-    folder = _data_dir(record, name)
-    split = open_split(folder, name)
+    stored = _stored_data_dir(record, name)
+    folder = from_display_path(stored) or data_dir()
+    try:
+        split = open_split(folder, name)
+    except PCamError as error:
+        if stored and from_display_path(stored) is None:  # records keep no outside paths
+            raise PCamError(f"run {record['run']} used data outside the project ({stored}), "
+                            f"and {terminal_path(folder)} does not hold its {name} split; "
+                            "set PCAM_DATA_DIR to that data folder") from error
+        raise
     recorded = ((record.get("data") or {}).get("fingerprint") or {}).get(name)
     if recorded is None:
         raise PCamError(f"the record has no fingerprint of its {name} split, so "
@@ -122,6 +128,10 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple], list, l
     """Write every figure; return (title, file name[, note]), eval predictions, notes."""
     records = [record for _, record in rows]
     written, notes = [], []
+    # Evaluation figures use test when every run has it, else valid. Predictions are read
+    # before any figure is drawn: a damaged file is named before the work, not after it.
+    split = common_split(records)
+    preds = [load_predictions(d, r, split) for d, r in rows] if split else []
     if gradcam:  # like Grad-CAM, these need the data, not only the records
         notes += _data_figures(records[0], images)
     for title, file in (("sample patches", "samples.png"), ("augmentations", "augmentations.png")):
@@ -135,9 +145,6 @@ def _figures(rows, images: Path, *, gradcam: bool) -> tuple[list[tuple], list, l
     if all(r.get("history") for r in records):
         plots.plot_compared_curves(records, images / "compare_curves.png")
         written.append(("valid curves compared", "compare_curves.png"))
-    # Evaluation figures use test when every run has it, else valid.
-    split = common_split(records)
-    preds = [load_predictions(d, r, split) for d, r in rows] if split else []
     if preds and all(p is not None for p in preds):
         plots.plot_roc_pr(preds, images / "compare_roc_pr.png")
         plots.plot_reliability(preds, images / "compare_reliability.png")
