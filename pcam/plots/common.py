@@ -62,6 +62,6 @@ def save_figure(fig, path: str | Path | None, *, dpi: int = DPI):
     if path is not None:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(path, dpi=dpi, bbox_inches="tight", facecolor="white")
+        fig.savefig(path, dpi=dpi, facecolor="white")
     plt.close(fig)
     return fig
