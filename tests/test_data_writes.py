@@ -215,6 +215,7 @@ def _finish_and_compare(tmp, d, sig, expect, old, new, capsys):
 
 @pytest.mark.parametrize(("point", "sig", "expect"), POINTS,
                          ids=[f"{p}-{signal.Signals(s).name}" for p, s, _ in POINTS])
+@pytest.mark.slow
 def test_interrupted_synthetic_leaves_old_or_new(tmp_path, capsys, made, point, sig, expect):
     d = _copy(made, 0, tmp_path / "d")
     old, new = _visible(d), _visible(made[1])
@@ -246,6 +247,7 @@ def test_reader_leaves_a_live_writers_staging_folder_alone(tmp_path, capsys, mad
     assert proc.returncode == 143 and not _leftovers(d) and _visible(d) == old
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL], ids=["SIGINT", "SIGKILL"])
 def test_interrupted_first_write_reruns_without_overwrite(tmp_path, capsys, made, sig):
     """`make demo` Ctrl-C'd while writing its data: the rerun it asks for works."""
@@ -262,6 +264,7 @@ def test_interrupted_first_write_reruns_without_overwrite(tmp_path, capsys, made
     ("import valid", signal.SIGTERM), ("import valid", signal.SIGKILL),
     ("import dataset.json", signal.SIGTERM), ("import dataset.json", signal.SIGKILL),
 ], ids=["valid-SIGTERM", "valid-SIGKILL", "dataset.json-SIGTERM", "dataset.json-SIGKILL"])
+@pytest.mark.slow
 def test_interrupted_import_leaves_old_or_new(tmp_path, capsys, made, point, sig):
     d, ref, src = _copy(made, 0, tmp_path / "d"), tmp_path / "ref", tmp_path / "src"
     _images(src)

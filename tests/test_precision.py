@@ -110,6 +110,7 @@ def test_cpu_flags_read_from_x86_and_arm_cpuinfo(tmp_path):
     assert precision.cpu_flags(str(tmp_path / "absent")) == set()
 
 
+@pytest.mark.slow
 def test_a_real_timing_of_both_policies_is_positive_and_restores_the_policy():
     keras.config.set_dtype_policy("float32")
     seconds = precision.seconds_per_step(_config(), ("float32", "mixed_bfloat16"))

@@ -119,6 +119,7 @@ release_lock(lock)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stale", [False, True], ids=["new folder", "stale lock"])
 def test_one_of_many_processes_takes_a_run_folder(tmp_path, stale):
     """Six processes claim one folder at the same instant, three times: exactly one gets it
@@ -168,6 +169,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 def test_a_kernel_joins_its_commands_lock_and_no_other_process_does(tmp_path):
     folder = tmp_path / "r"
     lock, created = claim_folder(folder)
@@ -189,6 +191,7 @@ def test_a_kernel_joins_its_commands_lock_and_no_other_process_does(tmp_path):
     assert not lock.exists()
 
 
+@pytest.mark.slow
 def test_a_joined_kernel_keeps_the_lock_when_its_command_is_killed(tmp_path):
     folder = tmp_path / "r"
     folder.mkdir()
@@ -252,6 +255,7 @@ print("trained")
 """
 
 
+@pytest.mark.slow
 def test_two_trains_started_together_one_trains_and_its_folder_stays(tmp_path,
                                                                       invalid_record_ok):
     """The case of issue 21: both saw no folder and the loser deleted the winner's."""
