@@ -75,7 +75,10 @@ def main(argv=None) -> int:
     shutil.copyfile(ROOT / "README.md", readme)
     stages.append(_stage("report", [*pcam, "report", "--results", str(results), "--readme",
                                     str(readme), "--images", str(args.out / "images"),
-                                    "--allow-dirty", "--drop-missing"]))
+                                    "--allow-dirty", "--drop-missing"],
+                          # the record keeps no path outside the project: say where the
+                          # data is, as a user would, so Grad-CAM and samples are drawn
+                          env={**os.environ, "PCAM_DATA_DIR": str(args.data_dir)}))
     print()
     print(table(stages, [("stage", "stage", "s"), ("seconds", "seconds", ",.0f"),
                          ("peak_rss_mb", "peak RSS MB", ",.0f"), ("rc", "exit", "d")]))
@@ -92,11 +95,11 @@ def main(argv=None) -> int:
     return 0 if ok else 1
 
 
-def _stage(name: str, command: list[str], kill_when=None) -> dict:
+def _stage(name: str, command: list[str], kill_when=None, env=None) -> dict:
     """Run `command` as its own process group; SIGKILL the group once `kill_when()`."""
     print(f"{name}: {' '.join(command[2:])}", flush=True)
     start = time.perf_counter()
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True,
+    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True, env=env,
                                stdout=subprocess.DEVNULL if kill_when else None)
     killed = False
     while kill_when is not None and process.poll() is None:
