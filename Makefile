@@ -45,9 +45,10 @@ test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS)
 
 # The quick loop while editing: everything but the tests marked slow (notebook runs,
-# training, the browser).
+# training, the browser, races and kills of real processes), with a tenth of the
+# property tests' examples (Hypothesis profile "quick", tests/conftest.py).
 test-fast: setup
-	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m "not slow" --hypothesis-profile=quick
 
 lint: setup
 	$(BIN)/ruff check pcam tests benchmarks notebooks

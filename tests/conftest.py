@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
@@ -18,6 +19,13 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 os.environ["PCAM_CACHE_DIR"] = tempfile.mkdtemp(prefix="pcam-test-cache-")
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# Hypothesis profiles: "full" (the default, `make test`) keeps every property test's own
+# example count, "quick" (`make test-fast`: --hypothesis-profile=quick) a tenth of it
+# (`examples()` in test_settings.py scales by max_examples / 100).
+settings.register_profile("full", max_examples=100)
+settings.register_profile("quick", max_examples=10)
+settings.load_profile("full")
 
 
 @pytest.fixture(scope="session")
@@ -78,3 +86,33 @@ def _every_written_record_is_valid(tmp_path_factory):
     if problems:
         pytest.fail(f"{len(problems)} record.json written by this test session do not match "
                     "pcam/core/record.schema.json:\n" + "\n".join(problems), pytrace=False)
+
+
+@pytest.fixture
+def figures_stubbed(monkeypatch):
+    """For report tests about text, links, notes and refusals: every figure the report
+    draws from records is written as a small placeholder PNG instead of being drawn
+    (drawing is most of a report's time; tests/test_plots.py and the report tests that
+    look at figures draw them). Grad-CAM and model diagrams are drawn as usual.
+    Returns the list of files written, in order."""
+    from PIL import Image
+
+    from pcam import plots
+    from pcam.plots import curves, study
+
+    written = []
+
+    def placeholder(*args, **kwargs):
+        path = kwargs.get("path", args[-1] if args else None)
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            Image.new("RGB", (8, 8), "white").save(path)
+            written.append(Path(path))
+
+    for module, names in ((plots, ("plot_training_curves", "plot_compared_curves",
+                                   "plot_roc_pr", "plot_reliability", "plot_confusion",
+                                   "plot_sample_grid", "plot_augmentations")),
+                          (curves, ("plot_curves",)), (study, ("plot_study",))):
+        for name in names:
+            monkeypatch.setattr(module, name, placeholder)
+    return written

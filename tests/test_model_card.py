@@ -48,7 +48,7 @@ def test_card_of_a_run_without_metrics_says_how_to_get_them(tmp_path):
     assert "None recorded yet" in card
 
 
-def test_report_writes_a_card_for_each_published_run_only(tmp_path):
+def test_report_writes_a_card_for_each_published_run_only(tmp_path, figures_stubbed):
     results = tmp_path / "results"
     published = [make_run(results, f"{m}-pub", m, seed=i) for i, m in enumerate(
         ("mobilenet", "resnet50"))]

@@ -105,7 +105,8 @@ def test_import_records_a_digest_of_its_source_listing(tmp_path):
 # What the report says.
 
 @pytest.fixture
-def dirty_runs(tmp_path):
+def dirty_runs(tmp_path, figures_stubbed):
+    """Two published runs, one trained from a dirty tree; figures are placeholders."""
     results = tmp_path / "results"
     make_run(results, "mobilenet-pub", "mobilenet", seed=1)
     make_run(results, "resnet50-pub", "resnet50", seed=2)
@@ -254,7 +255,8 @@ def test_git_state_is_dirty_for_code_changes_not_for_results(tmp_path, monkeypat
 @pytest.mark.parametrize("git", [{"commit": None, "dirty": None},
                                  {"commit": "295794b" + "0" * 33, "dirty": None},
                                  {"commit": None, "dirty": False}])
-def test_a_run_whose_git_state_is_unknown_is_refused_like_a_dirty_one(tmp_path, git):
+def test_a_run_whose_git_state_is_unknown_is_refused_like_a_dirty_one(figures_stubbed, tmp_path,
+                                                                      git):
     """git missing or unreadable ("dubious ownership") when the run was made: provenance
     fails closed."""
     results = tmp_path / "results"

@@ -14,8 +14,7 @@ from pcam.run import records
 README = f"# Title\n\nIntro text.\n\n{START}\nold table\n{END}\n\n## Reference results\nkept\n"
 
 
-@pytest.fixture
-def two_runs(tmp_path):
+def _two_runs(tmp_path):
     results = tmp_path / "results"
     make_run(results, "mobilenet-pub", "mobilenet", seed=1)
     make_run(results, "resnet50-pub", "resnet50", seed=2)
@@ -23,6 +22,18 @@ def two_runs(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     return results, readme, tmp_path / "images"
+
+
+@pytest.fixture
+def two_runs(tmp_path, figures_stubbed):
+    """Two published runs and a demo run; the report's figures are placeholders."""
+    return _two_runs(tmp_path)
+
+
+@pytest.fixture
+def two_runs_drawn(tmp_path):
+    """The same runs, for tests that look at the figures the report draws."""
+    return _two_runs(tmp_path)
 
 
 def _block(readme):
@@ -51,8 +62,8 @@ def _model_cells(record, key, history_key):
             _pct(metrics["test"]["single"], key), _pct(metrics["test"]["tta"], key)]
 
 
-def test_report_rewrites_only_between_markers_and_is_idempotent(two_runs):
-    results, readme, images = two_runs
+def test_report_rewrites_only_between_markers_and_is_idempotent(two_runs_drawn):
+    results, readme, images = two_runs_drawn
     build_report(results, readme, images, gradcam=False)
     first = readme.read_text()
     head, tail = README.split(START)[0], README.split(END)[1]
@@ -123,7 +134,8 @@ def test_two_published_runs_of_one_model_name_both(two_runs):
         build_report(results, readme, images, gradcam=False)
 
 
-def test_no_published_runs_keeps_the_table_or_says_how_to_publish(tmp_path, capsys):
+def test_no_published_runs_keeps_the_table_or_says_how_to_publish(figures_stubbed, tmp_path,
+                                                                   capsys):
     readme = tmp_path / "README.md"
     readme.write_text(README)
     (tmp_path / "results").mkdir()
@@ -138,7 +150,7 @@ def test_no_published_runs_keeps_the_table_or_says_how_to_publish(tmp_path, caps
     assert "No published run yet" in _block(readme)
 
 
-def test_one_model_without_tta_or_test_split(tmp_path):
+def test_one_model_without_tta_or_test_split(figures_stubbed, tmp_path):
     results = tmp_path / "results"
     make_run(results, "only", "mobilenet", splits=("valid",), tta=False)
     readme = tmp_path / "README.md"
@@ -168,8 +180,8 @@ def test_cli_report(two_runs):
 
 
 @pytest.mark.parametrize("model_file", ["checkpoints/best.keras", "inference.keras"])
-def test_report_draws_gradcam_and_diagram_from_checkpoint(tmp_path, monkeypatch, capsys,
-                                                          model_file):
+def test_report_draws_gradcam_and_diagram_from_checkpoint(figures_stubbed, tmp_path, monkeypatch,
+                                                          capsys, model_file):
     """From the best checkpoint, or from the inference model a clone carries."""
     import numpy as np
     from test_gradcam import _dark_blob_model, _patches_with_blobs
@@ -239,7 +251,7 @@ def test_data_label(data, expected):
     assert data_label({"data": data}).startswith(expected)
 
 
-def test_evaluated_train_split_is_used_with_its_ci(tmp_path):
+def test_evaluated_train_split_is_used_with_its_ci(figures_stubbed, tmp_path):
     results = tmp_path / "results"
     run_dir = make_run(results, "all", "resnet50", splits=("train", "valid", "test"))
     readme = tmp_path / "README.md"
@@ -253,10 +265,10 @@ def test_evaluated_train_split_is_used_with_its_ci(tmp_path):
     assert "the first training patches of the file (N below) evaluated like valid and test" in block
 
 
-def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_runs, capsys):
+def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_runs_drawn, capsys):
     """Without a run's test predictions the paired comparison and the ROC/calibration
     figures cannot be rebuilt: the block is kept and the cause named, unless told."""
-    results, readme, images = two_runs
+    results, readme, images = two_runs_drawn
     build_report(results, readme, images, gradcam=False)
     before = readme.read_text()
     assert "**Paired comparison** " in before and "compare_roc_pr.png" in before

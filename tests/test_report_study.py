@@ -123,7 +123,8 @@ def test_report_rebuilds_the_study_block_and_figure(study_folder, tmp_path):
     assert readme.read_text() == text  # deterministic
 
 
-def test_report_keeps_the_study_block_when_an_arm_it_shows_is_gone(study_folder, tmp_path):
+def test_report_keeps_the_study_block_when_an_arm_it_shows_is_gone(figures_stubbed, study_folder,
+                                                                   tmp_path):
     """One interrupted or removed arm must not replace an 18-arm table with less."""
     results = study_folder.parent
     make_run(results, "mobilenet-x")
@@ -151,7 +152,7 @@ def test_unreadable_plan_names_the_file(study_folder):
         study_rows(study_folder)
 
 
-def test_arms_from_a_dirty_tree_are_named_under_the_table(study_folder):
+def test_arms_from_a_dirty_tree_are_named_under_the_table(figures_stubbed, study_folder):
     path = study_folder / "aug-none"
     record = records.read_record(path)
     record["environment"]["git"] = {"commit": "40fb09e" + "0" * 33, "dirty": True}
@@ -250,7 +251,7 @@ def test_report_draws_the_curves_block_and_figure(tmp_path):
     assert (tmp_path / "images" / "curves.png").stat().st_size > 10_000
 
 
-def test_a_curve_point_can_be_the_published_run_of_its_model(tmp_path):
+def test_a_curve_point_can_be_the_published_run_of_its_model(figures_stubbed, tmp_path):
     """The 100-minute points are the published runs: the report finds runs inside an
     experiment's folder (one with a plan.json), not only at the top of results/."""
     from pcam.report.inputs import load_records, published_records
@@ -270,7 +271,7 @@ def test_a_curve_point_can_be_the_published_run_of_its_model(tmp_path):
 
 
 def test_the_curves_replace_the_published_runs_only_once_they_cover_every_model(
-        tmp_path, capsys):
+        figures_stubbed, tmp_path, capsys):
     """One protocol in the table: while the curves hold a published point of one model
     only, the runs published before stay and the point waits, said by the report;
     once every model's point is complete, the curves' points replace them all."""

@@ -43,6 +43,13 @@ from pcam.run.settings import (
 FAST = dict(deadline=None, database=None, derandomize=True,
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
+
+def examples(n: int) -> int:
+    """`n` examples under the "full" Hypothesis profile (`make test`), a tenth under
+    "quick" (`make test-fast`); the profiles are registered in conftest.py."""
+    return max(10, n * settings.default.max_examples // 100)
+
+
 # Values at and just beyond every limit, beside arbitrary ones of every type.
 EDGE_INTS = (0, 1, -1, 2, 31, 32, 512, 513, MAX_HEAD_UNITS, MAX_HEAD_UNITS + 1, MAX_COUNT,
              MAX_COUNT + 1, MAX_SEED, MAX_SEED + 1, 2**63, 10**20, -(2**63))
@@ -117,7 +124,7 @@ def test_every_field_has_a_check_and_a_parser():
         assert check_setting(name, default) == default
 
 
-@settings(max_examples=1500, **FAST)
+@settings(max_examples=examples(1500), **FAST)
 @given(name=st.sampled_from(field_names()), value=VALUES, model=st.sampled_from(MODELS))
 def test_any_value_of_any_setting_is_valid_or_refused_naming_it(name, value, model):
     base = TrainConfig.for_model(model).to_dict()
@@ -129,7 +136,7 @@ def test_any_value_of_any_setting_is_valid_or_refused_naming_it(name, value, mod
     _valid_for_the_libraries(config)
 
 
-@settings(max_examples=1000, **FAST)
+@settings(max_examples=examples(1000), **FAST)
 @given(name=st.sampled_from(field_names()), value=VALUES,
        model=st.one_of(st.sampled_from(MODELS), SCALARS),
        preset=st.one_of(st.sampled_from((None, "smoke", "demo", "subset", "full")), SCALARS))
@@ -146,7 +153,7 @@ def test_for_model_checks_overrides_like_the_fields(name, value, model, preset):
     _valid_for_the_libraries(config)
 
 
-@settings(max_examples=1500, **FAST)
+@settings(max_examples=examples(1500), **FAST)
 @given(name=st.sampled_from([*field_names(), "results_dir", "EPOCHS", "compare_with"]),
        text=TEXTS)
 def test_any_p_value_is_read_by_its_type_or_refused_naming_it(name, text):
@@ -196,7 +203,7 @@ def no_kernel(monkeypatch):
     return started
 
 
-@settings(max_examples=600, **FAST)
+@settings(max_examples=examples(600), **FAST)
 @given(option=st.sampled_from(_TRAIN_OPTIONS), text=TEXTS, model=st.sampled_from(MODELS))
 def test_any_train_option_is_valid_or_refused_naming_it(option, text, model, no_kernel,
                                                        tmp_path):
@@ -224,7 +231,7 @@ PATH_OPTIONS = [("check", "--data-dir"), ("report", "--results"), ("report", "--
                 ("demo", "--out"), ("import-images", None), ("notebooks", "--results")]
 
 
-@settings(max_examples=600, **FAST)
+@settings(max_examples=examples(600), **FAST)
 @given(command=st.sampled_from([
     ("synthetic", "--train"), ("synthetic", "--seed"), ("import-images", "--holdout"),
     ("import-images", "--test-from-valid"), ("import-images", "--seed"),
@@ -357,7 +364,7 @@ TF_CONFIGS = st.one_of(
     VALUES.map(lambda v: json.dumps(v, default=str)), st.text(max_size=20))
 
 
-@settings(max_examples=500, **FAST)
+@settings(max_examples=examples(500), **FAST)
 @given(text=TF_CONFIGS)
 def test_any_tf_config_is_one_tensorflow_accepts_or_refused(text, monkeypatch):
     from tensorflow.python.distribute import multi_worker_util
@@ -394,7 +401,7 @@ def test_tf_config_task_index_beyond_its_cluster(monkeypatch):
 
 # MPLBACKEND: matplotlib's own check, before any command runs.
 
-@settings(max_examples=300, **FAST)
+@settings(max_examples=examples(300), **FAST)
 @given(name=st.one_of(st.text(max_size=12), st.sampled_from((
     "agg", "Agg", "svg", "pdf", "nosuch", " agg", "module://nosuch", "inline", "tkagg",
     "module://matplotlib_inline.backend_inline", "webagg", "template"))))
@@ -445,7 +452,7 @@ def _kernel_fails(monkeypatch, ename: str, evalue: str, traceback: list[str]):
 DOCSTRING = ["    Raises:", "        PCamError: the folder holds no PCam file at all."]
 
 
-@settings(max_examples=300, **FAST)
+@settings(max_examples=examples(300), **FAST)
 @given(ename=st.sampled_from(("PCamError", "TypeError", "UnknownError", "ValueError")),
        evalue=st.one_of(st.text(max_size=30), st.text(max_size=20).map(
            lambda t: f"wrapped: PCamError: {t}")),
@@ -528,7 +535,7 @@ def _mutated(plan: dict, data) -> object:
     return plan
 
 
-@settings(max_examples=200, **FAST)
+@settings(max_examples=examples(200), **FAST)
 @given(data=st.data())
 def test_any_plan_json_plans_or_is_refused_in_one_line(data, plan_data, tmp_path):
     from pcam.study import experiments as study
