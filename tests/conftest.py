@@ -94,7 +94,7 @@ def figures_stubbed(monkeypatch):
     draws from records is written as a small placeholder PNG instead of being drawn
     (drawing is most of a report's time; tests/test_plots.py and the report tests that
     look at figures draw them). Grad-CAM and model diagrams are drawn as usual.
-    Returns the list of files written, in order."""
+    Returns the list of files written, in order; each placeholder differs from the last."""
     from PIL import Image
 
     from pcam import plots
@@ -104,9 +104,9 @@ def figures_stubbed(monkeypatch):
 
     def placeholder(*args, **kwargs):
         path = kwargs.get("path", args[-1] if args else None)
-        if path is not None:
+        if path is not None:  # each drawing differs, so a test sees whether one was redone
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-            Image.new("RGB", (8, 8), "white").save(path)
+            Image.new("L", (8, 8), len(written) % 256).save(path)
             written.append(Path(path))
 
     for module, names in ((plots, ("plot_training_curves", "plot_compared_curves",

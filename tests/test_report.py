@@ -265,10 +265,10 @@ def test_evaluated_train_split_is_used_with_its_ci(figures_stubbed, tmp_path):
     assert "the first training patches of the file (N below) evaluated like valid and test" in block
 
 
-def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_runs_drawn, capsys):
+def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_runs, capsys):
     """Without a run's test predictions the paired comparison and the ROC/calibration
     figures cannot be rebuilt: the block is kept and the cause named, unless told."""
-    results, readme, images = two_runs_drawn
+    results, readme, images = two_runs
     build_report(results, readme, images, gradcam=False)
     before = readme.read_text()
     assert "**Paired comparison** " in before and "compare_roc_pr.png" in before
