@@ -138,6 +138,18 @@ def test_ece_small_when_calibrated_large_when_overconfident():
     assert expected_calibration_error(y, overconfident) > 0.1
 
 
+def test_bootstrap_weights_in_chunks_are_the_same_resamples():
+    """A large split is resampled in chunks (a full PCam split: 8 of 128, the last 104):
+    every chunk's rows sum to n, and chunking does not change the resamples."""
+    from pcam.evaluation.stats import bootstrap_weights
+
+    chunks = list(bootstrap_weights(50, 10, seed=3, chunk=3))
+    assert [c.shape for c in chunks] == [(3, 50), (3, 50), (3, 50), (1, 50)]
+    assert all((c.sum(axis=1) == 50).all() for c in chunks)
+    whole = next(bootstrap_weights(50, 10, seed=3, chunk=10))
+    np.testing.assert_array_equal(np.concatenate(chunks), whole)
+
+
 def test_keras_training_metrics_are_whole_split():
     import keras
 

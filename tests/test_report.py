@@ -290,7 +290,7 @@ def test_a_deleted_predictions_file_keeps_the_block_instead_of_shrinking_it(two_
 
 
 @pytest.mark.parametrize("damage", ["truncate", "nan", "not-npz", "no-y_prob"])
-def test_damaged_predictions_are_named_with_what_to_do(two_runs, damage):
+def test_damaged_predictions_are_named_with_what_to_do(two_runs, figures_stubbed, damage):
     import numpy as np
 
     results, readme, images = two_runs
@@ -311,6 +311,7 @@ def test_damaged_predictions_are_named_with_what_to_do(two_runs, damage):
                                         r"pcam evaluate --run resnet50-pub`"):
         build_report(results, readme, images, gradcam=False)
     assert readme.read_text() == README
+    assert figures_stubbed == []  # named before any figure was drawn
 
 
 def test_a_metric_that_is_not_a_number_shows_a_dash_not_nan():

@@ -153,7 +153,7 @@ def test_unreadable_plan_names_the_file(study_folder):
         study_rows(study_folder)
 
 
-def test_arms_from_a_dirty_tree_are_named_under_the_table(figures_stubbed, study_folder):
+def test_arms_from_a_dirty_tree_are_named_under_the_table(study_folder):
     path = study_folder / "aug-none"
     record = records.read_record(path)
     record["environment"]["git"] = {"commit": "40fb09e" + "0" * 33, "dirty": True}
@@ -200,20 +200,26 @@ def test_progress_rule_accounts_for_the_learning_rate_at_the_end():
     assert progress.progress({"history": []}) is None and progress.progress_cell({}) == "–"
 
 
-def _curves_folder(tmp_path):
+def _curves_folder(tmp_path, *, shares: bool = False):
+    """Budget-curve points on 120 training patches; with `shares`, also the data curve's
+    points on half of them at 30 minutes."""
     folder = tmp_path / "results" / "curves"
     folder.mkdir(parents=True)
     points = {"mobilenet-10min": ("mobilenet", 10.0, 120), "mobilenet-30min": (
         "mobilenet", 30.0, 120), "resnet50-10min": ("resnet50", 10.0, 120),
         "resnet50-30min": ("resnet50", 30.0, 120)}
+    if shares:
+        points.update({"mobilenet-30min-1of2": ("mobilenet", 30.0, 60),
+                       "resnet50-30min-1of2": ("resnet50", 30.0, 60)})
     plan = {"hardware": {}, "arms": {run: {"what": run, "budget_minutes": minutes}
                                      for run, (_, minutes, _) in points.items()}}
     (folder / "plan.json").write_text(json.dumps(plan))
-    for seed, (run, (model, minutes, _)) in enumerate(points.items()):
+    for seed, (run, (model, minutes, patches)) in enumerate(points.items()):
         path = make_run(folder, run, model, published=False, seed=seed, tta=False)
         record = records.read_record(path)
         record["config"]["planned_minutes"] = minutes
         record["timings"]["train_seconds"] = minutes * 60 * (1.2 if seed == 3 else 0.95)
+        record["data"]["splits"]["train"]["n"] = patches
         records.write_record(path, record)
     return folder
 
@@ -239,7 +245,8 @@ def test_curves_pair_the_models_at_each_budget_on_test(tmp_path):
 
 
 def test_report_draws_the_curves_block_and_figure(tmp_path):
-    folder = _curves_folder(tmp_path)
+    """Both panels drawn for real: the budget curve and the data curve (shares)."""
+    folder = _curves_folder(tmp_path, shares=True)
     make_run(folder.parent, "mobilenet-x")
     readme = tmp_path / "README.md"
     readme.write_text("<!-- results:start -->\n<!-- results:end -->\n"
@@ -248,11 +255,12 @@ def test_report_draws_the_curves_block_and_figure(tmp_path):
                  gradcam=False)
     block = readme.read_text().split(curves.START)[1].split(curves.END)[0]
     assert "| `mobilenet-30min` |" in block and "old" not in block
+    assert "| 30 | 60 |" in block  # the data curve's pair
     assert "](images/curves.png)" in block
     assert (tmp_path / "images" / "curves.png").stat().st_size > 10_000
 
 
-def test_a_curve_point_can_be_the_published_run_of_its_model(figures_stubbed, tmp_path):
+def test_a_curve_point_can_be_the_published_run_of_its_model(tmp_path):
     """The 100-minute points are the published runs: the report finds runs inside an
     experiment's folder (one with a plan.json), not only at the top of results/."""
     from pcam.report.inputs import load_records, published_records
