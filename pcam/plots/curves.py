@@ -70,7 +70,10 @@ def plot_curves(points: list[dict], path: str | Path | None = None):
     budget_ax.set(xlabel="training budget (minutes, log scale)", ylabel="ROC AUC",
                   title="Budget curve: every training patch")
     if shares:
+        sizes = sorted({p["patches"] for p in points if p["budget"] == data_budget})
         data_ax.set_xscale("log", base=2)
+        data_ax.set_xticks(sizes, [f"{n:,}" for n in sizes])
+        data_ax.minorticks_off()
         data_ax.set(xlabel="training patches (log scale)", ylabel="test ROC AUC",
                     title=f"Data curve: {data_budget:g} minutes")
     else:  # no share of the patches complete yet: say so rather than draw empty axes

@@ -9,7 +9,7 @@
   scratch, all layers at once), applied by `TrainConfig.for_model`;
 - the presets (`pcam/experiments/presets/*.toml`, read into `pcam.run.presets.PRESETS`)
   are named sets of overrides (`smoke` for CI, `demo`
-  for README command 1, `subset` for the published runs, `full` for real PCam),
+  for README command 1, `subset` for the first published runs, `full` for real PCam),
   applied on top.
 
 A typo in a setting is an error, never a silently ignored value. Every field
