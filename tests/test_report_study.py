@@ -1,6 +1,7 @@
 """The study's and the curves' README blocks and figures, from fake but schema-complete records."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -242,6 +243,51 @@ def test_curves_pair_the_models_at_each_budget_on_test(tmp_path):
     assert "| `resnet50-30min` | resnet50 | 30 | 120 | 5 | 30 / 36 † |" in table
     assert "| `mobilenet-10min` | mobilenet | 10 | 120 | 5 | 10 / 10 |" in table
     assert "MobileNet minus ResNet50 (points, 95% CI)" in table
+
+
+def test_the_changes_along_each_curve_are_paired_differences_of_differences(tmp_path):
+    from sklearn.metrics import roc_auc_score
+
+    folder = _curves_folder(tmp_path, shares=True)
+    points = curves.curve_points(folder)
+    changes = curves.gap_changes(folder, points)
+    assert [(c["start"], c["end"]) for c in changes] == [((10.0, 120), (30.0, 120)),
+                                                         ((30.0, 60), (30.0, 120))]
+
+    def auc(run):
+        with np.load(folder / run / "predictions" / "test.npz") as f:
+            return roc_auc_score(f["y_true"], f["y_prob"])
+
+    budget = changes[0]
+    assert budget["transfer"]["value"] == pytest.approx(
+        auc("mobilenet-30min") - auc("mobilenet-10min"))
+    assert budget["scratch"]["value"] == pytest.approx(
+        auc("resnet50-30min") - auc("resnet50-10min"))
+    assert budget["gap"]["value"] == pytest.approx(
+        budget["transfer"]["value"] - budget["scratch"]["value"])
+    for change in changes:
+        for key in ("transfer", "scratch", "gap"):
+            low, high = change[key]["ci"]
+            assert low <= change[key]["value"] <= high
+    table = curves.curves_table(points, curves.gaps(folder, points), changes=changes)
+    assert "| budget curve | 10 min, 120 patches | 30 min, 120 patches | " in table
+    assert "| data curve | 30 min, 60 patches | 30 min, 120 patches | " in table
+    assert "*Changes* follow each curve" in table
+    # without both models at both ends of a curve there is no change to give
+    shutil.rmtree(folder / "resnet50-30min-1of2")
+    assert [c["start"] for c in curves.gap_changes(folder, curves.curve_points(folder))] == [
+        (10.0, 120)]
+
+
+def test_a_part_epoch_plan_shows_the_share_of_patches_seen():
+    record = {"history": [{}], "config": {"steps_per_epoch": 275, "batch_size": 64},
+              "data": {"splits": {"train": {"n": 20000}}}}
+    assert progress.epochs_cell(record) == "0.88" and progress.part_epochs([record])
+    whole = {**record, "config": {"steps_per_epoch": None, "batch_size": 64}}
+    assert progress.epochs_cell(whole) == "1" and not progress.part_epochs([whole])
+    over = {**record, "history": [{}, {}], "config": {"steps_per_epoch": 400, "batch_size": 64}}
+    assert progress.epochs_cell(over) == "2"  # a step count that covers every patch
+    assert progress.epochs_cell({}) == "0"
 
 
 def test_report_draws_the_curves_block_and_figure(tmp_path):

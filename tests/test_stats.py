@@ -10,6 +10,7 @@ from pcam.evaluation.metrics import evaluate_predictions, expected_calibration_e
 from pcam.evaluation.stats import (
     bootstrap_weights,
     mcnemar,
+    paired_auc_contrast,
     paired_auc_difference,
     weighted_auc_ap,
 )
@@ -92,6 +93,25 @@ def test_paired_auc_difference_identical_and_better_models():
     better = paired_auc_difference(y, s, noisy, n_boot=500, seed=0)
     assert better["diff"] > 0.05 and better["ci"][0] > 0 and better["p_value"] < 0.01
     assert better["auc_a"] == pytest.approx(roc_auc_score(y, s))
+
+
+def test_paired_auc_contrast_is_the_difference_of_differences():
+    y, s = _binormal(1500, seed=3)
+    rng = np.random.default_rng(4)
+    a1, b1, a2, b2 = (s + rng.normal(0, sd, s.size) for sd in (0.5, 2.0, 0.3, 1.0))
+    change = paired_auc_contrast(y, [(1, a2), (-1, b2), (-1, a1), (1, b1)], n_boot=400)
+    expected = (roc_auc_score(y, a2) - roc_auc_score(y, b2)) - (
+        roc_auc_score(y, a1) - roc_auc_score(y, b1))
+    assert change["value"] == pytest.approx(expected)
+    assert change["ci"][0] < change["value"] < change["ci"][1]
+    # two terms are the paired difference itself, resample for resample
+    two = paired_auc_contrast(y, [(1, a1), (-1, b1)], n_boot=400, seed=5)
+    diff = paired_auc_difference(y, a1, b1, n_boot=400, seed=5)
+    assert two["value"] == pytest.approx(diff["diff"]) and two["ci"] == pytest.approx(diff["ci"])
+    # a model against itself cancels in every resample
+    assert paired_auc_contrast(y, [(1, a1), (-1, a1)], n_boot=50)["ci"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="length 1500"):
+        paired_auc_contrast(y, [(1, a1[:10])])
 
 
 def test_reliability_curve_hand_values_and_ece_agree():

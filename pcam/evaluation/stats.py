@@ -187,6 +187,37 @@ def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
             **_paired_summary(diffs, alpha, groups)}
 
 
+def paired_auc_contrast(y_true, terms, n_boot: int = 1000, seed: int = 0,
+                        alpha: float = 0.05, groups=None) -> dict:
+    """Paired bootstrap of a weighted sum of AUCs of several models on the same patches.
+
+    A difference of differences, for example how much the gap between two
+    models changes from one budget to another: (AUC(A2) - AUC(B2)) -
+    (AUC(A1) - AUC(B1)) is `terms` [(1, a2), (-1, b2), (-1, a1), (1, b1)].
+    Every model sees the same resamples, so what they share cancels.
+
+    Args:
+        y_true: labels in {0, 1}, shape (N,).
+        terms: (weight, scores) pairs, scores of shape (N,) on the same patches.
+        n_boot, seed, alpha, groups: as in `paired_auc_difference`.
+
+    Returns:
+        dict: `value` (the contrast on all patches), `ci`, `p_value`, `n_boot`,
+        `unit`, `method`, as `paired_auc_difference`.
+    """
+    y = np.asarray(y_true).ravel()
+    scored = [(float(w), np.asarray(p, dtype=np.float64).ravel()) for w, p in terms]
+    if not scored or any(p.shape != y.shape for _, p in scored):
+        raise ValueError(f"every term needs scores of y_true's length {y.size}: "
+                         f"{[p.size for _, p in scored]}")
+    ones = np.ones(y.size)
+    value = sum(w * weighted_auc_ap(ones, y, p)[0][0] for w, p in scored)
+    reps = np.concatenate([sum(w * weighted_auc_ap(weights, y, p)[0] for w, p in scored)
+                           for weights in bootstrap_weights(y.size, n_boot, seed,
+                                                            groups=groups)])
+    return {"value": float(value), **_paired_summary(reps, alpha, groups)}
+
+
 def paired_accuracy_difference(correct_a, correct_b, n_boot: int = 1000, seed: int = 0,
                                alpha: float = 0.05, groups=None) -> dict:
     """Paired bootstrap of accuracy(A) - accuracy(B), over slides when `groups` is given.

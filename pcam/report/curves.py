@@ -12,10 +12,18 @@ from pathlib import Path
 
 from pcam.core.errors import PCamError
 from pcam.evaluation.predictions import load_predictions
-from pcam.evaluation.stats import paired_auc_difference
+from pcam.evaluation.stats import paired_auc_contrast, paired_auc_difference
 from pcam.report.cells import DASH, percent_cell
 from pcam.report.inputs import complete_arms, read_plan
-from pcam.report.progress import RULE_TEXT, budget_text, minutes_cell, progress_cell
+from pcam.report.progress import (
+    PART_EPOCH_TEXT,
+    RULE_TEXT,
+    budget_text,
+    epochs_cell,
+    minutes_cell,
+    part_epochs,
+    progress_cell,
+)
 from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import replace_block
 
@@ -78,13 +86,67 @@ def gaps(folder: str | Path, points: list[dict]) -> list[dict]:
     return sorted(found, key=lambda g: (g["patches"], g["budget"]))
 
 
+def gap_changes(folder: str | Path, points: list[dict]) -> list[dict]:
+    """How each model's test AUC and the gap move along each curve, end to end, paired.
+
+    Along the budget curve (every training patch) from the smallest budget to the
+    largest, and along the data curve (its budget) from the fewest patches to all:
+    each model's change (its test AUC at the end minus at the start) and the gap's
+    (MobileNet's change minus ResNet50's), each a paired bootstrap over the same
+    test patches of the four runs (`paired_auc_contrast`).
+
+    Each: `start`, `end` ((budget, patches)), `transfer`, `scratch`, `gap` (each
+    {"value", "ci"}); a curve whose four end runs are not all complete, or whose
+    test predictions are missing or differ, is left out.
+    """
+    folder = Path(folder)
+    by_key = {(p["model"], p["budget"], p["patches"]): p for p in points}
+    full = max((p["patches"] for p in points), default=0)
+    budgets = sorted({p["budget"] for p in points if p["patches"] == full})
+    shares = [p for p in points if p["patches"] < full]
+    ends = []
+    if len(budgets) > 1:
+        ends.append(((budgets[0], full), (budgets[-1], full)))
+    if shares:
+        budget = shares[0]["budget"]
+        ends.append(((budget, min(p["patches"] for p in shares)), (budget, full)))
+    found = []
+    for start, end in ends:
+        runs = [by_key.get((model, *at)) for model in (TRANSFER, SCRATCH) for at in (start, end)]
+        if None in runs:
+            continue
+        preds = [load_predictions(folder / p["run"], p["record"], "test") for p in runs]
+        if any(p is None for p in preds) or any(
+                p.y_true.shape != preds[0].y_true.shape or (p.y_true != preds[0].y_true).any()
+                for p in preds):
+            continue
+        y = preds[0].y_true
+        a1, a2, b1, b2 = (p.y_prob for p in preds)
+        change = {}
+        for key, terms in (("transfer", [(1, a2), (-1, a1)]), ("scratch", [(1, b2), (-1, b1)]),
+                           ("gap", [(1, a2), (-1, a1), (-1, b2), (1, b1)])):
+            result = paired_auc_contrast(y, terms, N_BOOT, SEED)
+            change[key] = {"value": result["value"], "ci": result["ci"]}
+        found.append({"start": start, "end": end, **change})
+    return found
+
+
+def _change_cell(change: dict) -> str:
+    if change["ci"] is None:
+        return f"{100 * change['value']:+.1f}"
+    low, high = (100 * v for v in change["ci"])
+    return f"{100 * change['value']:+.1f} [{low:+.1f}, {high:+.1f}]"
+
+
 def _auc(record: dict, split: str) -> str:
     single = (record.get("metrics") or {}).get(split, {}).get("single") or {}
     return percent_cell(single.get("roc_auc"), (single.get("ci") or {}).get("roc_auc"))
 
 
-def curves_table(points: list[dict], found_gaps: list[dict], pending: list[str] = ()) -> str:
-    """Markdown: the points table, the gap table and the notes under them."""
+def curves_table(points: list[dict], found_gaps: list[dict], pending: list[str] = (),
+                 changes: list[dict] = ()) -> str:
+    """Markdown: the points table, the gap table, the changes along each curve
+    (`gap_changes`) and the notes under them."""
     if not points:
         return ("No point of the budget and data curves is complete yet "
                 "(`python -m pcam study --experiment curves`).")
@@ -93,7 +155,7 @@ def curves_table(points: list[dict], found_gaps: list[dict], pending: list[str] 
     for p in points:
         record = p["record"]
         lines.append(f"| `{p['run']}` | {p['model']} | {p['budget']:g} | {p['patches']:,} | "
-                     f"{len(record.get('history') or [])} | {minutes_cell(record)} | "
+                     f"{epochs_cell(record)} | {minutes_cell(record)} | "
                      f"{progress_cell(record)} | {_auc(record, 'valid')} | "
                      f"{_auc(record, 'test')} |")
     if found_gaps:
@@ -107,6 +169,16 @@ def curves_table(points: list[dict], found_gaps: list[dict], pending: list[str] 
             lines.append(f"| {gap['budget']:g} | {gap['patches']:,} | "
                          f"{_auc(gap['transfer']['record'], 'test')} | "
                          f"{_auc(gap['scratch']['record'], 'test')} | {cell} |")
+    if changes:
+        lines += ["", "| along | from | to | MobileNet change (points, 95% CI) | "
+                  "ResNet50 change (points, 95% CI) | change of the gap (points, 95% CI) |",
+                  "|---|---|---|---:|---:|---:|"]
+        for change in changes:
+            (b1, n1), (b2, n2) = change["start"], change["end"]
+            along = "budget curve" if n1 == n2 else "data curve"
+            lines.append(f"| {along} | {b1:g} min, {n1:,} patches | {b2:g} min, {n2:,} "
+                         f"patches | {_change_cell(change['transfer'])} | "
+                         f"{_change_cell(change['scratch'])} | {_change_cell(change['gap'])} |")
     units = {g["unit"] for g in found_gaps if g["unit"]}
     unit = units.pop() if len(units) == 1 else "patches or slides"
     notes = [
@@ -116,8 +188,13 @@ def curves_table(points: list[dict], found_gaps: list[dict], pending: list[str] 
         "training patch; the data curve gives each model a share of them (the first ones "
         "of the shuffled training file) at one budget. The gap is a paired bootstrap "
         f"({N_BOOT} resamples) over the same test {unit}. ± is the half-width of each "
-        "run's own bootstrap 95% interval.", "",
-        budget_text([p["record"] for p in points]) + " " + RULE_TEXT]
+        "run's own bootstrap 95% interval."
+        + (" *Changes* follow each curve from its first point to its last: a model's test "
+           "AUC at the last minus at the first, and the gap's change (MobileNet's change "
+           "minus ResNet50's), each a paired bootstrap over the same test patches of the "
+           "four runs." if changes else ""), "",
+        budget_text([p["record"] for p in points]) + " " + RULE_TEXT
+        + (" " + PART_EPOCH_TEXT if part_epochs([p["record"] for p in points]) else "")]
     dirty = dirty_runs([p["record"] for p in points])
     if dirty:
         notes += ["", "**Dirty tree:** " + ", ".join(
@@ -151,7 +228,7 @@ def update_curves_block(text: str, folder: Path, images: Path, prefix: str,
                         "restore those runs' folders, or finish them with "
                         "`python -m pcam study --experiment curves`")
     found_gaps = gaps(folder, points)
-    block = curves_table(points, found_gaps, pending_points(folder))
+    block = curves_table(points, found_gaps, pending_points(folder), gap_changes(folder, points))
     if points:
         plot_curves(points, images / "curves.png")
         block += (f"\n\n![Budget and data curves: valid and test ROC AUC against training "

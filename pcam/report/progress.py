@@ -46,6 +46,29 @@ def minutes_cell(record: dict) -> str:
     return f"{check['planned']:.0f} / {check['realised']:.0f}{mark}"
 
 
+def epochs_cell(record: dict) -> str:
+    """Epochs run over the training patches: whole epochs as a count; where the plan
+    bought less than one epoch (`steps_per_epoch` batches of an epoch), the share of
+    the training patches seen, e.g. "0.88"."""
+    epochs = len(record.get("history") or [])
+    config = record.get("config") or {}
+    steps, batch = config.get("steps_per_epoch"), config.get("batch_size")
+    patches = (((record.get("data") or {}).get("splits") or {}).get("train") or {}).get("n")
+    if not (steps and batch and patches) or steps * batch >= patches:
+        return str(epochs)
+    return f"{epochs * steps * batch / patches:.2f}"
+
+
+PART_EPOCH_TEXT = ("*Epochs* with decimals count the training patches seen in passes over "
+                   "the whole training set: the plan bought epochs of fewer batches "
+                   "(`steps_per_epoch`) than one pass.")
+
+
+def part_epochs(records: list[dict]) -> bool:
+    """Whether any of `records` trained part of an epoch (`epochs_cell` shows a share)."""
+    return any("." in epochs_cell(r) for r in records)
+
+
 def _peak_rate(record: dict, phase: str) -> float | None:
     config = record.get("config") or {}
     key = "finetune_learning_rate" if phase == "finetune" else "learning_rate"

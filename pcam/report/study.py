@@ -23,7 +23,15 @@ from pcam.evaluation.predictions import load_predictions
 from pcam.evaluation.stats import paired_auc_difference
 from pcam.report.cells import DASH, percent_cell
 from pcam.report.inputs import complete_arms, read_plan
-from pcam.report.progress import RULE_TEXT, budget_text, minutes_cell, progress_cell
+from pcam.report.progress import (
+    PART_EPOCH_TEXT,
+    RULE_TEXT,
+    budget_text,
+    epochs_cell,
+    minutes_cell,
+    part_epochs,
+    progress_cell,
+)
 from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import replace_block
 
@@ -157,7 +165,7 @@ def study_table(rows: list[dict], pending: list[str] = (),
         what = re.sub(r", seed \d+$", "", row["what"]) if first else ""
         label = f"`{row['name']}`" if first else ""
         lines.append(
-            f"| {label} | {what} | {row['seed']} | {len(record.get('history') or [])} | "
+            f"| {label} | {what} | {row['seed']} | {epochs_cell(record)} | "
             f"{minutes_cell(record)} | {progress_cell(record)} | {_valid_auc(record)} | "
             f"{_diff_cell(diffs.get(row['arm'])) if row['baseline'] else ''} | {words} |")
     units = {d["unit"] for d in diffs.values() if d}
@@ -174,7 +182,8 @@ def study_table(rows: list[dict], pending: list[str] = (),
         "Only valid is shown: it is where recipes are chosen; test is read for the "
         "published runs and the curve points, never to choose.",
         "",
-        budget_text([r["record"] for r in rows]) + " " + RULE_TEXT,
+        budget_text([r["record"] for r in rows]) + " " + RULE_TEXT
+        + (" " + PART_EPOCH_TEXT if part_epochs([r["record"] for r in rows]) else ""),
     ]
     dirty = _dirty_arms(rows)
     if dirty:
