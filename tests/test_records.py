@@ -19,8 +19,8 @@ from pcam.run import config as config_module
 from pcam.run import records
 from pcam.run.config import TrainConfig
 
-COMMITTED = sorted([*PROJ_ROOT.glob("results/*/record.json"),  # published runs
-                    *PROJ_ROOT.glob("results/study/*/record.json")])  # the study arms
+COMMITTED = sorted([*PROJ_ROOT.glob("results/*/record.json"),  # runs at the top
+                    *PROJ_ROOT.glob("results/*/*/record.json")])  # experiments' arms
 
 
 def test_write_json_atomic_roundtrip(tmp_path):
@@ -167,7 +167,9 @@ def test_schema_ships_with_the_package():
     assert (PROJ_ROOT / "pcam" / "core" / record_schema.SCHEMA_FILE).is_file()
 
 
-@pytest.mark.parametrize("path", COMMITTED, ids=[p.parent.name for p in COMMITTED])
+@pytest.mark.parametrize("path", COMMITTED,
+                         ids=[p.parent.relative_to(PROJ_ROOT / "results").as_posix()
+                              for p in COMMITTED])
 def test_committed_records_validate(path):
     raw = json.loads(path.read_text())
     records.validate(records.migrate(copy.deepcopy(raw)))
@@ -176,7 +178,9 @@ def test_committed_records_validate(path):
 
 
 def test_committed_records_exist():
-    assert {p.parent.name for p in COMMITTED} >= {"mobilenet-subset", "resnet50-subset"}
+    shown = {p.parent.relative_to(PROJ_ROOT / "results").as_posix() for p in COMMITTED}
+    assert shown >= {"mobilenet-subset", "resnet50-subset", "curves/mobilenet-100min",
+                     "curves/resnet50-100min", "study/baseline", "study/scratch-baseline"}
 
 
 # Building a record through the API.

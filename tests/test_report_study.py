@@ -13,10 +13,14 @@ from pcam.report.build import build_report
 from pcam.report.study import (
     END,
     START,
+    SUMMARY_END,
+    SUMMARY_START,
     paired_differences,
     pending_arms,
+    shown_arms,
     study_rows,
     study_table,
+    summary_arms,
     verdict,
 )
 from pcam.run import records
@@ -101,6 +105,8 @@ def test_table_shows_valid_only_with_the_paired_differences_and_the_rule(study_f
     assert aug[8].rstrip(" |") == verdict([diffs["aug-none"], diffs["aug-none-seed1"]])
     assert aug[4] == "– / 45"  # unplanned fake runs: 2700 s realised
     assert "Not complete yet: `size-160`." in table
+    # every row counts for the keep-what-was-shown guard, the first (baseline) one too
+    assert shown_arms(table) == {"baseline", "baseline-seed1", "aug-none", "aug-none-seed1"}
     assert "excludes zero, in the same direction, for every seed" in table
     # as the records say: patience 5 cannot stop a 5-epoch run
     assert "early stopping is off, so every arm spends its budget" in table
@@ -143,6 +149,41 @@ def test_report_keeps_the_study_block_when_an_arm_it_shows_is_gone(figures_stubb
         build_report(results=results, readme=readme, images=tmp_path / "images",
                      gradcam=False)
     assert readme.read_text() == before
+
+
+def test_the_readme_summary_gives_each_arm_per_seed_and_keeps_what_it_showed(
+        figures_stubbed, study_folder, tmp_path):
+    results = study_folder.parent
+    make_run(results, "mobilenet-x")
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- results:start -->\n<!-- results:end -->\n"
+                      f"{SUMMARY_START}\nold\n{SUMMARY_END}\n")
+    build_report(results=results, readme=readme, images=tmp_path / "images", gradcam=False)
+    text = readme.read_text()
+    block = text.split(SUMMARY_START)[1].split(SUMMARY_END)[0]
+    lines = block.strip().splitlines()
+    assert lines[0] == "| arm | change | Δ valid AUC, seed 0 | Δ valid AUC, seed 1 | verdict |"
+    diffs = paired_differences(study_folder, study_rows(study_folder))
+    cells = [c.strip() for c in lines[2].strip("|").split("|")]
+    assert cells[0] == "`aug-none`" and cells[1] == "no augmentation"
+    for cell, arm in zip(cells[2:4], ("aug-none", "aug-none-seed1"), strict=True):
+        d = diffs[arm]
+        assert cell == (f"{100 * d['diff']:+.1f} [{100 * d['ci'][0]:+.1f}, "
+                        f"{100 * d['ci'][1]:+.1f}]")
+    assert cells[4] == verdict([diffs["aug-none"], diffs["aug-none-seed1"]])
+    # baselines are not rows; the running arm is not shown
+    assert [line.split(" |")[0] for line in lines if line.startswith("| `")] == ["| `aug-none`"]
+    assert "valid" in block.lower() and "test" not in block and "[docs/study.md]" in block
+    assert not (tmp_path / "images" / "study.png").exists()  # the figure is the full table's
+    assert summary_arms(block) == {"aug-none", "aug-none-seed1"}
+    # an arm the summary showed that is no longer complete keeps the README as it was
+    record = records.read_record(study_folder / "aug-none-seed1")
+    record["status"] = "running"
+    records.write_record(study_folder / "aug-none-seed1", record)
+    with pytest.raises(PCamError, match="shows aug-none-seed1, which"):
+        build_report(results=results, readme=readme, images=tmp_path / "images",
+                     gradcam=False)
+    assert readme.read_text() == text
 
 
 def test_unreadable_plan_names_the_file(study_folder):
@@ -199,6 +240,9 @@ def test_progress_rule_accounts_for_the_learning_rate_at_the_end():
     assert progress.progress(live)["state"] == progress.PLATEAUED
     assert progress.progress_cell(live) == "plateaued (rate 100% of peak)"
     assert progress.progress({"history": []}) is None and progress.progress_cell({}) == "–"
+    once = record([0.86], [1e-5])  # one validation: best and last by definition, no trend
+    assert progress.progress(once)["state"] == progress.ONE_EPOCH
+    assert progress.progress_cell(once) == "one epoch (rate 1.0% of peak)"
 
 
 def _curves_folder(tmp_path, *, shares: bool = False):

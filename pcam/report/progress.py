@@ -8,7 +8,9 @@ One rule for every run the report shows (published runs, study arms, curve point
   decayed below `LOW_RATE` of the phase's peak by the end, so the flat end may
   be the schedule's annealing: no evidence either way about a longer schedule;
 - *plateaued*: the best came earlier while the rate was still at least
-  `LOW_RATE` of its peak: more epochs at that rate did not help.
+  `LOW_RATE` of its peak: more epochs at that rate did not help;
+- *one epoch*: validated once (a budget that buys one epoch or part of one),
+  so there is no trend to read.
 
 A planned run (`config.planned_minutes`, from `pcam.study.budget.plan_budget`)
 is flagged when its realised training minutes are more than `TOLERANCE` away
@@ -22,6 +24,7 @@ from pcam.report.cells import round_sig
 TOLERANCE = 0.15
 LOW_RATE = 0.1
 IMPROVING, SCHEDULE_ENDED, PLATEAUED = "improving", "flat, schedule ended", "plateaued"
+ONE_EPOCH = "one epoch"
 
 
 def budget_check(record: dict) -> dict | None:
@@ -80,7 +83,7 @@ def progress(record: dict) -> dict | None:
     """The rule above applied to `record`'s history; None without validation AUCs.
 
     Returns:
-        {"state" (IMPROVING, SCHEDULE_ENDED or PLATEAUED), "best_epoch",
+        {"state" (IMPROVING, SCHEDULE_ENDED, PLATEAUED or ONE_EPOCH), "best_epoch",
         "last_epoch", "final_rate", "rate_share" (final rate / the last phase's
         peak, None when unknown)}.
     """
@@ -93,7 +96,9 @@ def progress(record: dict) -> dict | None:
     rate = last.get("learning_rate")
     peak = _peak_rate(record, last.get("phase", ""))
     share = rate / peak if isinstance(rate, int | float) and peak else None
-    if best["epoch"] == last["epoch"]:
+    if len(history) == 1:  # one validation: no trend to read
+        state = ONE_EPOCH
+    elif best["epoch"] == last["epoch"]:
         state = IMPROVING
     elif share is not None and share < LOW_RATE:
         state = SCHEDULE_ENDED
@@ -119,8 +124,9 @@ RULE_TEXT = (
     "last epoch (the budget ended the run); *flat, schedule ended* when it came earlier but "
     f"the learning rate had decayed below {LOW_RATE:.0%} of its peak (the flat end may be "
     "the schedule's annealing, so a longer schedule is untested, not ruled out); "
-    "*plateaued* when it came earlier at a rate still above that. The rate at the end is "
-    "given as a share of the phase's peak.")
+    "*plateaued* when it came earlier at a rate still above that; *one epoch* when the run "
+    "was validated once, so there is no trend to read. The rate at the end is given as a "
+    "share of the phase's peak.")
 
 
 def budget_text(records: list[dict]) -> str:

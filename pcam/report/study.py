@@ -1,4 +1,4 @@
-"""The recipe study's README block: each arm as its paired difference to its baseline, on valid.
+"""The recipe study's blocks: each arm as its paired difference to its baseline, on valid.
 
 Pure text from `results/study/<arm>/record.json`, the arms' saved valid
 predictions and `results/study/plan.json` (written by `pcam.study.experiments`), so it is
@@ -36,7 +36,10 @@ from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import replace_block
 
 START, END = "<!-- study:start -->", "<!-- study:end -->"
+# The README's short form: one line per arm, its paired differences and verdict.
+SUMMARY_START, SUMMARY_END = "<!-- study-summary:start -->", "<!-- study-summary:end -->"
 PLAN = "plan.json"
+STUDY_PAGE = "docs/study.md"  # where the full table is, from the README
 N_BOOT, SEED = 1000, 0  # the paired bootstrap (fixed, so the README is stable)
 BASELINES = {"mobilenet": "baseline", "resnet50": "scratch-baseline"}
 RULE = ("an effect is claimed only when the paired 95% interval of the valid AUC difference "
@@ -199,6 +202,32 @@ def study_table(rows: list[dict], pending: list[str] = (),
     return "\n".join(lines + notes)
 
 
+def study_summary(rows: list[dict], diffs: dict[str, dict | None], link: str) -> str:
+    """Markdown: the study in short, one line per arm that has a baseline (its change,
+    its paired valid AUC difference for each seed, the verdict), then where the full
+    table is (`link`)."""
+    if not rows:
+        return "No arm of the recipe study is complete yet (`python -m pcam study`)."
+    seeds = sorted({row["seed"] for row in rows})
+    arms: dict[str, list[dict]] = {}
+    for row in rows:
+        if row["baseline"] is not None:
+            arms.setdefault(row["name"], []).append(row)
+    lines = ["| arm | change | " + " | ".join(f"Δ valid AUC, seed {s}" for s in seeds)
+             + " | verdict |", "|---|---|" + "---:|" * len(seeds) + "---|"]
+    for name, runs in arms.items():
+        by_seed = {row["seed"]: row["arm"] for row in runs}
+        cells = [_diff_cell(diffs.get(by_seed[s])) if s in by_seed else DASH for s in seeds]
+        what = re.sub(r", seed \d+$", "", runs[0]["what"])
+        lines.append(f"| `{name}` | {what} | " + " | ".join(cells) + " | "
+                     f"{verdict([diffs.get(row['arm']) for row in runs])} |")
+    lines += ["", "Each arm is its model's recipe with one change, trained for the same "
+              "budget; *Δ* is its valid ROC AUC minus its baseline's with the same seed, in "
+              "AUC points, with a paired bootstrap 95% interval. *Verdict*: " + RULE + ". "
+              f"Valid only; the full table, the budgets and the figure: [{link}]({link})."]
+    return "\n".join(lines)
+
+
 def _stopping(rows: list[dict]) -> str:
     """Whether early stopping could end an arm before its budget, as the records say."""
     patience = sorted({r["record"]["config"]["patience"] for r in rows
@@ -225,7 +254,7 @@ def shown_arms(block: str) -> set[str]:
         return set()
     seeded = " seed |" in lines[0]
     found, name = set(), None
-    for line in lines[2:]:
+    for line in lines[1:]:  # the header, then the rows (the |---| line starts with no space)
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
         if cells[0].startswith("`"):
             name = cells[0].strip("`")
@@ -236,32 +265,61 @@ def shown_arms(block: str) -> set[str]:
     return found
 
 
+def summary_arms(block: str) -> set[str]:
+    """The arm runs a study summary (`study_summary`) shows a difference for: each arm
+    under each seed column whose cell is not a dash (`name`, `name-seed<N>`)."""
+    lines = [line for line in block.splitlines() if line.startswith("| ")]
+    if not lines:
+        return set()
+    seeds = [int(s) for s in re.findall(r"seed (\d+)", lines[0])]
+    found = set()
+    for line in lines[1:]:  # the header, then the rows (the |---| line starts with no space)
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        name = cells[0].strip("`")
+        for seed, cell in zip(seeds, cells[2:], strict=False):
+            if cell != DASH:
+                found.add(name if seed == 0 else f"{name}-seed{seed}")
+    return found
+
+
 def update_study_block(text: str, folder: Path, images: Path, prefix: str,
                        name: str = "README.md") -> str:
-    """`text` with its study block rebuilt from `folder` (results/study), when both exist.
+    """`text` with its study blocks rebuilt from `folder` (results/study), when both exist:
+    the full table (`START`/`END`, in docs/study.md) and the short form
+    (`SUMMARY_START`/`SUMMARY_END`, in the README), whichever `text` has.
 
-    Writes `images/study.png`. A README without the study markers, or a
+    Writes `images/study.png` with the full table. A text without the markers, or a
     results folder without a study, is returned unchanged. An arm the block
     shows now that is no longer complete in `folder` keeps the block as it is
     (`PCamError`): the report never shrinks what the README shows.
     """
     from pcam.plots.study import plot_study
 
-    if START not in text or not (folder / PLAN).is_file():
+    full, short = START in text, SUMMARY_START in text
+    if not (full or short) or not (folder / PLAN).is_file():
         return text
     rows = study_rows(folder)
-    lost = sorted(shown_arms(text.split(START, 1)[1].split(END, 1)[0])
-                  - {row["arm"] for row in rows})
+    shown = set()
+    if full:
+        shown |= shown_arms(text.split(START, 1)[1].split(END, 1)[0])
+    if short:
+        shown |= summary_arms(text.split(SUMMARY_START, 1)[1].split(SUMMARY_END, 1)[0])
+    lost = sorted(shown - {row["arm"] for row in rows})
     if lost:
         raise PCamError(
             f"the study table of {name} shows {', '.join(lost)}, which {folder} no longer "
             "holds complete, so the study block was kept as it is; restore those arms' "
             "folders, or finish them with `python -m pcam study`")
     diffs = paired_differences(folder, rows)
-    block = study_table(rows, pending_arms(folder), diffs)
-    if rows:
-        plot_study(rows, diffs, images / "study.png")
-        block += (f"\n\n![Recipe study: valid ROC AUC difference of each arm to its baseline, "
-                  f"per seed]({prefix}/study.png)")
-    return replace_block(text, block, name=name, markers=(START, END),
-                         what="recipe study's table")
+    if full:
+        block = study_table(rows, pending_arms(folder), diffs)
+        if rows:
+            plot_study(rows, diffs, images / "study.png")
+            block += (f"\n\n![Recipe study: valid ROC AUC difference of each arm to its "
+                      f"baseline, per seed]({prefix}/study.png)")
+        text = replace_block(text, block, name=name, markers=(START, END),
+                             what="recipe study's table")
+    if short:
+        text = replace_block(text, study_summary(rows, diffs, STUDY_PAGE), name=name,
+                             markers=(SUMMARY_START, SUMMARY_END), what="recipe study's summary")
+    return text
