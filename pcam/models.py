@@ -225,7 +225,11 @@ def _check_weights_file(path: str) -> None:
 
 def _make_base(name: str, backbone: Backbone, kwargs: dict, weights) -> keras.Model:
     try:
-        return backbone.constructor(weights=weights, **kwargs)
+        with warnings.catch_warnings():
+            # No-top ImageNet weights fit any input size; Keras warns below 128 px anyway.
+            warnings.filterwarnings("ignore", message="`input_shape` is undefined or non-square",
+                                    category=UserWarning)
+            return backbone.constructor(weights=weights, **kwargs)
     except Exception as error:
         if weights == "imagenet" and _is_download_failure(error):
             raise PCamError(
