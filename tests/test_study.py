@@ -183,6 +183,33 @@ def test_plan_longer_reads_the_measured_costs(tmp_path, synthetic_data_dir, caps
         study.plan_longer(["size-128"], 45, results=tmp_path)
 
 
+def test_plan_only_plans_every_arm_and_trains_none(tmp_path, synthetic_data_dir, monkeypatch,
+                                                   capsys):
+    """What lets two processes train disjoint arms at once: every plan written first."""
+    costs = {"head": 0.001, "head_start": 1.0, "finetune": 0.002, "finetune_start": 1.0,
+             "score": 0.001, "score_start": 0.1, "epoch": 0.1}
+    measured = []
+    monkeypatch.setattr(study, "measure_costs", lambda config: measured.append(config.run)
+                        or dict(costs))
+    trained = []
+    monkeypatch.setattr("pcam.execute.notebooks.run_notebook",
+                        lambda *a, **k: trained.append(a))
+    arms = ["baseline", "baseline-seed1", "aug-none"]
+    folders = study.run_study(arms, data_dir=synthetic_data_dir, results=tmp_path,
+                              train=False)
+    assert folders == [tmp_path / "study" / a for a in arms] and not trained
+    assert not any(f.exists() for f in folders)  # no run folder, no record
+    plan = json.loads((tmp_path / "study" / "plan.json").read_text())
+    assert list(plan["arms"]) == arms
+    assert measured == ["baseline", "aug-none"]  # the seeds share one measurement
+    assert all(plan["arms"][a]["settings"]["planned_minutes"] > 0 for a in arms)
+    assert "baseline-seed1:" in capsys.readouterr().out
+    before = (tmp_path / "study" / "plan.json").read_bytes()
+    study.run_study(["aug-none"], data_dir=synthetic_data_dir, results=tmp_path, train=False)
+    assert (tmp_path / "study" / "plan.json").read_bytes() == before  # planned: not rewritten
+    assert measured == ["baseline", "aug-none"]
+
+
 # Enough for the shortest plan (a head and a fine-tune epoch of 512 patches) on a slow or
 # busy machine; the epoch cap (3), not the budget, bounds how long the test trains.
 BUDGET = 2.0

@@ -275,6 +275,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plan-minutes", type=_minutes, metavar="MINUTES",
                    help="train nothing: print the settings that fill MINUTES for each arm, "
                         "from its costs measured in plan.json (how presets get a budget)")
+    p.add_argument("--plan-only", action="store_true",
+                   help="plan the arms (measure costs, write plan.json) and train nothing; "
+                        "then several processes can train disjoint arms at once")
     p.set_defaults(func=commands.cmd_study)
 
     p = subparsers.add_parser("demo",

@@ -156,7 +156,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
     if args.plan_minutes is not None:
         if not args.arms:
-            raise PCamError("--plan-minutes needs the arms to plan, e.g. finetune-48")
+            raise PCamError("--plan-minutes needs the arms to plan, e.g. baseline")
         for name, settings in plan_longer(args.arms, args.plan_minutes,
                                           experiment=args.experiment,
                                           data_dir=args.data_dir,
@@ -165,7 +165,7 @@ def cmd_study(args: argparse.Namespace) -> int:
                   ", ".join(f"{k}={v}" for k, v in settings.items()))
         return 0
     run_study(args.arms, experiment=args.experiment, data_dir=args.data_dir,
-              results=args.results, weights_dir=args.weights_dir)
+              results=args.results, weights_dir=args.weights_dir, train=not args.plan_only)
     return 0
 
 

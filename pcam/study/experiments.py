@@ -159,11 +159,14 @@ def _weights(alpha: float, weights_dir) -> str:
 def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_dir=None,
               results=None, weights_dir=None, budget_minutes: float | None = None,
               max_epochs: int = MAX_EPOCHS, overrides: dict[str, Any] | None = None,
-              ) -> list[Path]:
+              train: bool = True) -> list[Path]:
     """Plan (once) and train every arm in `arms` (default all) into `results/<experiment>/`.
 
     Args:
         budget_minutes: every arm's budget instead of its own (tests use short ones).
+        train: False plans the arms (measures their costs, writes `plan.json`) and
+            trains nothing. Once every arm is planned, no run rewrites `plan.json`,
+            so several processes (one per core, say) can train disjoint arms at once.
 
     Returns:
         The arms' run folders.
@@ -212,12 +215,14 @@ def run_study(arms: list[str] | None = None, *, experiment: str = "study", data_
                   f"{minutes:g} minutes here (planned {settings['planned_minutes']:g})",
                   flush=True)
         config = config.replace(**plan["arms"][name]["settings"])
+        done.append(folder / name)
+        if not train:
+            continue
         record = folder / name / RECORD
         if record.is_file() and load_record_file(record)["status"] == "complete":
             print(f"{experiment}: {name} is complete; skipped", flush=True)
         else:
             run_notebook(config, results=folder, skip_complete=True)  # complete meanwhile: kept
-        done.append(folder / name)
     return done
 
 
