@@ -62,6 +62,15 @@ def save_predictions(folder: str | Path, name: str, pred: dict) -> str:
     return f"predictions/{name}.npz"
 
 
+def same_patches(*preds: "Predictions | None") -> bool:
+    """Whether every one of `preds` exists and holds the same labels in the same order
+    (runs scored on the same patches, so they can be paired)."""
+    if not preds or any(p is None for p in preds):
+        return False
+    first = preds[0].y_true
+    return all(p.y_true.shape == first.shape and (p.y_true == first).all() for p in preds[1:])
+
+
 def load_predictions(run_dir: str | Path, record: dict, split: str) -> Predictions | None:
     """The run's saved predictions on `split`, or None when it has none.
 

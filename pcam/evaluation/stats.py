@@ -181,10 +181,10 @@ def paired_auc_difference(y_true, p_a, p_b, n_boot: int = 1000, seed: int = 0,
         raise ValueError(f"lengths differ: y_true {y.size}, p_a {pa.size}, p_b {pb.size}")
     ones = np.ones(y.size)
     auc_a, auc_b = weighted_auc_ap(ones, y, pa)[0][0], weighted_auc_ap(ones, y, pb)[0][0]
-    diffs = np.concatenate([weighted_auc_ap(w, y, pa)[0] - weighted_auc_ap(w, y, pb)[0]
-                            for w in bootstrap_weights(y.size, n_boot, seed, groups=groups)])
+    contrast = paired_auc_contrast(y, [(1, pa), (-1, pb)], n_boot, seed, alpha, groups)
+    del contrast["value"]  # = diff
     return {"auc_a": float(auc_a), "auc_b": float(auc_b), "diff": float(auc_a - auc_b),
-            **_paired_summary(diffs, alpha, groups)}
+            **contrast}
 
 
 def paired_auc_contrast(y_true, terms, n_boot: int = 1000, seed: int = 0,

@@ -11,19 +11,11 @@ with a paired bootstrap 95% interval over the same test patches.
 from pathlib import Path
 
 from pcam.core.errors import PCamError
-from pcam.evaluation.predictions import load_predictions
+from pcam.evaluation.predictions import load_predictions, same_patches
 from pcam.evaluation.stats import paired_auc_contrast, paired_auc_difference
 from pcam.report.cells import DASH, percent_cell
 from pcam.report.inputs import complete_arms, read_plan
-from pcam.report.progress import (
-    PART_EPOCH_TEXT,
-    RULE_TEXT,
-    budget_text,
-    epochs_cell,
-    minutes_cell,
-    part_epochs,
-    progress_cell,
-)
+from pcam.report.progress import end_notes, epochs_cell, minutes_cell, progress_cell
 from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import replace_block
 
@@ -76,8 +68,7 @@ def gaps(folder: str | Path, points: list[dict]) -> list[dict]:
         b = load_predictions(folder / scratch["run"], scratch["record"], "test")
         gap = {"budget": budget, "patches": patches, "transfer": transfer, "scratch": scratch,
                "diff": None, "ci": None, "unit": None}
-        if a is not None and b is not None and a.y_true.shape == b.y_true.shape and (
-                a.y_true == b.y_true).all():
+        if same_patches(a, b):
             diff = paired_auc_difference(a.y_true, a.y_prob, b.y_prob, N_BOOT, SEED)
             if diff["ci"] is not None:
                 gap.update(diff=float(diff["diff"]), ci=[float(v) for v in diff["ci"]],
@@ -116,9 +107,7 @@ def gap_changes(folder: str | Path, points: list[dict]) -> list[dict]:
         if None in runs:
             continue
         preds = [load_predictions(folder / p["run"], p["record"], "test") for p in runs]
-        if any(p is None for p in preds) or any(
-                p.y_true.shape != preds[0].y_true.shape or (p.y_true != preds[0].y_true).any()
-                for p in preds):
+        if not same_patches(*preds):
             continue
         y = preds[0].y_true
         a1, a2, b1, b2 = (p.y_prob for p in preds)
@@ -193,8 +182,7 @@ def curves_table(points: list[dict], found_gaps: list[dict], pending: list[str] 
            "AUC at the last minus at the first, and the gap's change (MobileNet's change "
            "minus ResNet50's), each a paired bootstrap over the same test patches of the "
            "four runs." if changes else ""), "",
-        budget_text([p["record"] for p in points]) + " " + RULE_TEXT
-        + (" " + PART_EPOCH_TEXT if part_epochs([p["record"] for p in points]) else "")]
+        end_notes([p["record"] for p in points])]
     dirty = dirty_runs([p["record"] for p in points])
     if dirty:
         notes += ["", "**Dirty tree:** " + ", ".join(

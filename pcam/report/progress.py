@@ -49,17 +49,24 @@ def minutes_cell(record: dict) -> str:
     return f"{check['planned']:.0f} / {check['realised']:.0f}{mark}"
 
 
+def _epoch_share(record: dict) -> float | None:
+    """The share of the training patches one epoch saw where the plan bought epochs of
+    fewer batches (`steps_per_epoch`) than one pass, else None."""
+    config = record.get("config") or {}
+    steps, batch = config.get("steps_per_epoch"), config.get("batch_size")
+    patches = (((record.get("data") or {}).get("splits") or {}).get("train") or {}).get("n")
+    if not (steps and batch and patches) or steps * batch >= patches:
+        return None
+    return steps * batch / patches
+
+
 def epochs_cell(record: dict) -> str:
     """Epochs run over the training patches: whole epochs as a count; where the plan
     bought less than one epoch (`steps_per_epoch` batches of an epoch), the share of
     the training patches seen, e.g. "0.88"."""
     epochs = len(record.get("history") or [])
-    config = record.get("config") or {}
-    steps, batch = config.get("steps_per_epoch"), config.get("batch_size")
-    patches = (((record.get("data") or {}).get("splits") or {}).get("train") or {}).get("n")
-    if not (steps and batch and patches) or steps * batch >= patches:
-        return str(epochs)
-    return f"{epochs * steps * batch / patches:.2f}"
+    share = _epoch_share(record)
+    return str(epochs) if share is None else f"{epochs * share:.2f}"
 
 
 PART_EPOCH_TEXT = ("*Epochs* with decimals count the training patches seen in passes over "
@@ -69,7 +76,7 @@ PART_EPOCH_TEXT = ("*Epochs* with decimals count the training patches seen in pa
 
 def part_epochs(records: list[dict]) -> bool:
     """Whether any of `records` trained part of an epoch (`epochs_cell` shows a share)."""
-    return any("." in epochs_cell(r) for r in records)
+    return any(_epoch_share(r) is not None for r in records)
 
 
 def _peak_rate(record: dict, phase: str) -> float | None:
@@ -141,3 +148,9 @@ def budget_text(records: list[dict]) -> str:
     if not all(budget_check(r) for r in records):
         text += " A dash for the plan: the run was made before plans were recorded."
     return text
+
+
+def end_notes(records: list[dict]) -> str:
+    """The note under a table of runs: what its minutes, *end* and epochs cells mean."""
+    return (budget_text(records) + " " + RULE_TEXT
+            + (" " + PART_EPOCH_TEXT if part_epochs(records) else ""))

@@ -19,19 +19,11 @@ import re
 from pathlib import Path
 
 from pcam.core.errors import PCamError
-from pcam.evaluation.predictions import load_predictions
+from pcam.evaluation.predictions import load_predictions, same_patches
 from pcam.evaluation.stats import paired_auc_difference
 from pcam.report.cells import DASH, percent_cell
 from pcam.report.inputs import complete_arms, read_plan
-from pcam.report.progress import (
-    PART_EPOCH_TEXT,
-    RULE_TEXT,
-    budget_text,
-    epochs_cell,
-    minutes_cell,
-    part_epochs,
-    progress_cell,
-)
+from pcam.report.progress import end_notes, epochs_cell, minutes_cell, progress_cell
 from pcam.report.provenance import dirty_runs, short_commit
 from pcam.report.table import replace_block
 
@@ -106,8 +98,7 @@ def paired_differences(folder: str | Path, rows: list[dict]) -> dict[str, dict |
             continue
         a = load_predictions(folder / base["arm"], base["record"], "valid")
         b = load_predictions(folder / row["arm"], row["record"], "valid")
-        if a is None or b is None or a.y_true.shape != b.y_true.shape or (
-                a.y_true != b.y_true).any():
+        if not same_patches(a, b):
             found[row["arm"]] = None
             continue
         slides = a.slides if a.slides is not None and b.slides is not None and (
@@ -185,8 +176,7 @@ def study_table(rows: list[dict], pending: list[str] = (),
         "Only valid is shown: it is where recipes are chosen; test is read for the "
         "published runs and the curve points, never to choose.",
         "",
-        budget_text([r["record"] for r in rows]) + " " + RULE_TEXT
-        + (" " + PART_EPOCH_TEXT if part_epochs([r["record"] for r in rows]) else ""),
+        end_notes([r["record"] for r in rows]),
     ]
     dirty = _dirty_arms(rows)
     if dirty:
@@ -246,16 +236,23 @@ def _dirty_arms(rows: list[dict]) -> dict[str, list[str]]:
     return found
 
 
+def _table(block: str) -> tuple[str, list[list[str]]]:
+    """The header line of the Markdown table in `block` and its rows' cells (the
+    `|---|` line, which starts with no space, is not a row)."""
+    lines = [line for line in block.splitlines() if line.startswith("| ")]
+    if not lines:
+        return "", []
+    return lines[0], [[c.strip() for c in line.strip().strip("|").split("|")]
+                      for line in lines[1:]]
+
+
 def shown_arms(block: str) -> set[str]:
     """The arm runs a study block lists: `name` on its first row, then one row per seed
     (`name-seed<N>`); in tables from before the seed column, the run in the first cell."""
-    lines = [line for line in block.splitlines() if line.startswith("| ")]
-    if not lines:
-        return set()
-    seeded = " seed |" in lines[0]
+    header, rows = _table(block)
+    seeded = " seed |" in header
     found, name = set(), None
-    for line in lines[1:]:  # the header, then the rows (the |---| line starts with no space)
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    for cells in rows:
         if cells[0].startswith("`"):
             name = cells[0].strip("`")
         if name is None:
@@ -268,13 +265,10 @@ def shown_arms(block: str) -> set[str]:
 def summary_arms(block: str) -> set[str]:
     """The arm runs a study summary (`study_summary`) shows a difference for: each arm
     under each seed column whose cell is not a dash (`name`, `name-seed<N>`)."""
-    lines = [line for line in block.splitlines() if line.startswith("| ")]
-    if not lines:
-        return set()
-    seeds = [int(s) for s in re.findall(r"seed (\d+)", lines[0])]
+    header, rows = _table(block)
+    seeds = [int(s) for s in re.findall(r"seed (\d+)", header)]
     found = set()
-    for line in lines[1:]:  # the header, then the rows (the |---| line starts with no space)
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+    for cells in rows:
         name = cells[0].strip("`")
         for seed, cell in zip(seeds, cells[2:], strict=False):
             if cell != DASH:
